@@ -1,0 +1,16 @@
+"""DANet (Dual Attention Network for Scene Segmentation) for PaddlePaddle.
+
+``from danet import build_model`` gives the model; the entry points are ``danet.train_executor``,
+``danet.train_dygraph`` and ``danet.eval``. Importing the package changes no global state.
+"""
+__version__ = "0.1.0"
+
+
+def build_model(*args, **kwargs):
+    """See :func:`danet.models.danet.build_model` (imported lazily so ``import danet`` stays cheap)."""
+    from danet.models.danet import build_model as _build
+
+    return _build(*args, **kwargs)
+
+
+__all__ = ["build_model", "__version__"]

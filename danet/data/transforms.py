@@ -1,0 +1,265 @@
+"""Joint (image, label) transforms on numpy arrays, the seed's training recipe re-done with OpenCV.
+
+Every transform is a callable ``t(image, label, rng) -> (image, label)``:
+
+- ``image``: uint8 ``[H, W, 3]`` RGB (float32 after :class:`Normalize`, ``[3, H, W]`` after :class:`ToCHW`);
+- ``label``: integer ``[H, W]`` train ids, 255 = void (int64 after :class:`ToCHW`);
+- ``rng``: a ``numpy.random.Generator``; all randomness of a sample comes from it.
+
+:class:`Compose` makes one Generator per sample, seeded from the global ``np.random``. Paddle's DataLoader seeds
+``np.random`` in each worker from the main process's ``np.random``, so ``np.random.seed(s)`` in the main process
+makes the augmentation stream reproducible with any number of workers.
+
+Labels are never interpolated: they are resized by nearest neighbour and padded with 255.
+"""
+import math
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+class Compose:
+    """Applies transforms in order, drawing all of a sample's random numbers from one Generator."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, label, rng=None):
+        if rng is None:
+            # One draw from the global stream per sample: Paddle's DataLoader seeds it in every worker.
+            rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+        for transform in self.transforms:
+            image, label = transform(image, label, rng)
+        return image, label
+
+    def __repr__(self):
+        return "Compose([" + ", ".join(type(t).__name__ for t in self.transforms) + "])"
+
+
+def short_side_size(height, width, short):
+    """Output (height, width) of an aspect-preserving resize whose short side is ``short`` (seed's rounding)."""
+    if height > width:
+        return int(1.0 * height * short / width), short
+    return short, int(1.0 * width * short / height)
+
+
+def nearest_indices(src_len, dst_len):
+    """Source index of each output pixel for a nearest-neighbour resize (pixel centres aligned, as PIL)."""
+    idx = ((np.arange(dst_len) + 0.5) * (src_len / dst_len)).astype(np.int64)
+    return np.minimum(idx, src_len - 1)
+
+
+def resize_label(label, height, width):
+    """Nearest-neighbour resize of a ``[H, W]`` label to ``[height, width]``; values are only copied."""
+    h, w = label.shape
+    return label[nearest_indices(h, height)[:, None], nearest_indices(w, width)[None, :]]
+
+
+class RandomResizeShortSide:
+    """Resizes so the short side is ``randint(min_size, max_size)`` (inclusive): image bilinear, label nearest."""
+
+    def __init__(self, min_size, max_size):
+        self.min_size, self.max_size = int(min_size), int(max_size)
+
+    def __call__(self, image, label, rng):
+        short = int(rng.integers(self.min_size, self.max_size + 1))
+        oh, ow = short_side_size(label.shape[0], label.shape[1], short)
+        image = cv2.resize(image, (ow, oh), interpolation=cv2.INTER_LINEAR)
+        return image, resize_label(label, oh, ow)
+
+
+class RandomHorizontalFlip:
+    def __init__(self, prob=0.5):
+        self.prob = prob
+
+    def __call__(self, image, label, rng):
+        if rng.random() < self.prob:
+            # Contiguous copies: OpenCV rejects negative-stride views.
+            return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(label[:, ::-1])
+        return image, label
+
+
+class PadToSize:
+    """Pads centred to at least ``size x size``: image with ``image_fill``, label with 255. No-op when big enough."""
+
+    def __init__(self, size, image_fill=0, label_fill=IGNORE_INDEX):
+        self.size, self.image_fill, self.label_fill = size, image_fill, label_fill
+
+    def __call__(self, image, label, rng=None):
+        h, w = label.shape
+        ph, pw = max(self.size - h, 0), max(self.size - w, 0)
+        if ph == 0 and pw == 0:
+            return image, label
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        image = np.pad(image, pads + ((0, 0),), constant_values=self.image_fill)
+        return image, np.pad(label, pads, constant_values=self.label_fill)
+
+
+class RandomCrop:
+    """Crops a random ``size x size`` window (the input must be at least that big: pad first)."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, image, label, rng):
+        h, w = label.shape
+        x0 = int(rng.integers(0, w - self.size + 1))
+        y0 = int(rng.integers(0, h - self.size + 1))
+        window = (slice(y0, y0 + self.size), slice(x0, x0 + self.size))
+        return image[window], label[window]
+
+
+class RandomScaleCrop:
+    """Fast equivalent of ``RandomResizeShortSide -> RandomHorizontalFlip -> PadToSize -> RandomCrop``.
+
+    It draws the same random numbers in the same order, then computes only the ``crop x crop`` output: the image
+    by an affine warp of the source onto the window (bilinear, equal to the resize-then-crop result within
+    OpenCV's 1/32-pixel rounding), the label by nearest-neighbour indexing (bit-identical). Resizing a 1024x2048
+    image to 2x before cropping 768x768 would touch 11x more pixels than needed.
+    """
+
+    def __init__(self, min_size, max_size, crop_size, flip_prob=0.5, image_fill=0, label_fill=IGNORE_INDEX):
+        self.min_size, self.max_size, self.crop = int(min_size), int(max_size), int(crop_size)
+        self.flip_prob, self.image_fill, self.label_fill = flip_prob, image_fill, label_fill
+
+    def __call__(self, image, label, rng):
+        h, w = label.shape
+        oh, ow = short_side_size(h, w, int(rng.integers(self.min_size, self.max_size + 1)))
+        flip = rng.random() < self.flip_prob
+        x0 = int(rng.integers(0, max(ow, self.crop) - self.crop + 1)) - max(self.crop - ow, 0) // 2
+        y0 = int(rng.integers(0, max(oh, self.crop) - self.crop + 1)) - max(self.crop - oh, 0) // 2
+        # (x0, y0): window origin in the resized (and flipped) image; negative where centred padding is cut in.
+        xa, xb = max(0, -x0), min(self.crop, ow - x0)
+        ya, yb = max(0, -y0), min(self.crop, oh - y0)
+        out_image = np.full((self.crop, self.crop, 3), self.image_fill, dtype=image.dtype)
+        out_label = np.full((self.crop, self.crop), self.label_fill, dtype=label.dtype)
+        cols = np.arange(x0 + xa, x0 + xb)  # columns of the flipped resized image
+        if flip:
+            cols = ow - 1 - cols
+        rows = np.arange(y0 + ya, y0 + yb)
+        out_label[ya:yb, xa:xb] = label[nearest_indices(h, oh)[rows][:, None], nearest_indices(w, ow)[cols][None, :]]
+        # Bilinear resize maps output pixel u to source coordinate (u + 0.5) * scale - 0.5.
+        sx, sy = w / ow, h / oh
+        ax = -sx if flip else sx
+        bx = (cols[0] + 0.5) * sx - 0.5
+        by = (rows[0] + 0.5) * sy - 0.5
+        matrix = np.array([[ax, 0.0, bx], [0.0, sy, by]])
+        out_image[ya:yb, xa:xb] = cv2.warpAffine(
+            image,
+            matrix,
+            (xb - xa, yb - ya),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        return out_image, out_label
+
+
+class RandomGaussianBlur:
+    """With probability ``prob`` blurs the image with sigma ``U[0, max_radius)`` (PIL ``GaussianBlur(radius)``)."""
+
+    def __init__(self, prob=0.3, max_radius=1.0):
+        self.prob, self.max_radius = prob, max_radius
+
+    def __call__(self, image, label, rng):
+        if rng.random() >= self.prob:
+            return image, label
+        sigma = rng.random() * self.max_radius
+        if sigma < 0.2:
+            return image, label  # neighbour weight < 4e-6: the uint8 result would be unchanged
+        ksize = 2 * math.ceil(3 * sigma) + 1
+        return cv2.GaussianBlur(image, (ksize, ksize), sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE), label
+
+
+def _blend(degenerate, image, factor):
+    """PIL ``Image.blend(degenerate, image, factor)`` on uint8: computed in float, clipped, truncated."""
+    out = degenerate + factor * (image.astype(np.float32) - degenerate)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def adjust_brightness(image, factor):
+    return _blend(np.float32(0), image, factor)
+
+
+def adjust_saturation(image, factor):
+    """PIL ``ImageEnhance.Color``: blend with the grey (ITU-R 601 luma) version of the image."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return _blend(grey[:, :, None], image, factor)
+
+
+def adjust_contrast(image, factor):
+    """PIL ``ImageEnhance.Contrast``: blend with a flat image at the rounded mean of the grey image."""
+    mean = int(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean() + 0.5)
+    return _blend(np.float32(mean), image, factor)
+
+
+_SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0
+
+
+def adjust_sharpness(image, factor):
+    """PIL ``ImageEnhance.Sharpness``: blend with PIL's SMOOTH-filtered image (whose 1-pixel border is unfiltered)."""
+    smooth = cv2.filter2D(image.astype(np.float32), -1, _SMOOTH_KERNEL)
+    smooth[[0, -1]] = image[[0, -1]]
+    smooth[:, [0, -1]] = image[:, [0, -1]]
+    return _blend(np.floor(smooth + 0.5), image, factor)
+
+
+class RandomColorJitter:
+    """With probability ``prob``: brightness, saturation, contrast, sharpness, each factor ``U[low, high)``."""
+
+    def __init__(self, prob=0.3, low=0.75, high=1.25):
+        self.prob, self.low, self.high = prob, low, high
+
+    def __call__(self, image, label, rng):
+        if rng.random() >= self.prob:
+            return image, label
+        factors = rng.uniform(self.low, self.high, size=4)
+        for adjust, factor in zip((adjust_brightness, adjust_saturation, adjust_contrast, adjust_sharpness), factors):
+            image = adjust(image, float(factor))
+        return image, label
+
+
+class Normalize:
+    """uint8 RGB ``[H, W, 3]`` -> float32 ``(image / 255 - mean) / std``, still ``[H, W, 3]``."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.offset = np.asarray(mean, dtype=np.float32) * 255
+        self.scale = 1.0 / (np.asarray(std, dtype=np.float32) * 255)
+
+    def __call__(self, image, label, rng=None):
+        return (image.astype(np.float32) - self.offset) * self.scale, label
+
+
+class ToCHW:
+    """image ``[H, W, C]`` -> contiguous float32 ``[C, H, W]``; label -> contiguous int64 ``[H, W]``."""
+
+    def __call__(self, image, label, rng=None):
+        image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        return image, np.ascontiguousarray(label, dtype=np.int64)
+
+
+def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=True):
+    """The seed's training transform: random scale (short side 0.75-2.0 x base), flip, pad, crop, blur, jitter."""
+    if scale:
+        min_size, max_size = int(0.75 * base_size), int(2.0 * base_size)
+    else:
+        min_size = max_size = int(base_size)
+    transforms = [RandomScaleCrop(min_size, max_size, crop_size)]
+    if blur:
+        transforms.append(RandomGaussianBlur())
+    if jitter:
+        transforms.append(RandomColorJitter())
+    return Compose(transforms + [Normalize(), ToCHW()])
+
+
+def build_val_transform():
+    """Whole-image evaluation: only normalise (the inference code does any resizing)."""
+    return Compose([Normalize(), ToCHW()])
+
+
+def set_cv2_threads(worker_id=None, threads=1):
+    """``worker_init_fn`` for ``paddle.io.DataLoader``: one OpenCV thread per worker, so workers don't oversubscribe."""
+    cv2.setNumThreads(threads)

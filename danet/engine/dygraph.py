@@ -1,0 +1,75 @@
+"""The dygraph training step, checkpointing and validation predictor."""
+import logging
+import os
+
+import numpy as np
+import paddle
+
+from danet import build_model, checkpoint, weights
+from danet.checkpoint import save_arrays
+from danet.engine.common import build_optimizer, build_scheduler, model_config
+from danet.inference import dygraph_predict_fn
+from danet.losses import danet_loss
+
+log = logging.getLogger(__name__)
+
+
+class DygraphStep:
+    """One imperative training step: forward, loss, backward, Momentum update, LR step."""
+
+    format = "dygraph"
+
+    def __init__(self, args, steps_per_epoch, model_kwargs=None):
+        self.args = args
+        self.config = model_config(args)
+        self.model = build_model(**self.config, **(model_kwargs or {}))
+        self.scheduler = build_scheduler(args, steps_per_epoch)
+        self.parallel = paddle.distributed.get_world_size() > 1 and args.use_data_parallel
+        if self.parallel:
+            if args.cuda:  # SyncBatchNorm has no CPU kernel
+                self.model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = paddle.DataParallel(self.model)
+        else:
+            self.net = self.model
+        self.optimizer = build_optimizer(args, self.scheduler, self.model.parameters())
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=1024) if args.amp and args.cuda else None
+        self.model.train()
+
+    def run(self, images, labels):
+        """Train on one batch (numpy or tensors); returns (total loss, [part losses], lr used)."""
+        lr = self.optimizer.get_lr()
+        images, labels = paddle.to_tensor(images), paddle.to_tensor(labels)
+        with paddle.amp.auto_cast(enable=self.scaler is not None, level="O1"):
+            outputs = self.net(images)
+        loss, parts = danet_loss(outputs, labels)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.scheduler.step()
+        return float(loss), [float(p) for p in parts], lr
+
+    def predict_fn(self, window_batch=2):
+        return dygraph_predict_fn(self.model, window_batch)
+
+    def load_initial(self, path):
+        weights.load_into(self.model, path, strict=False)
+
+    def write_files(self, folder):
+        save_arrays(os.path.join(folder, "model.pdparams"), {k: v.numpy() for k, v in self.model.state_dict().items()})
+        paddle.save(self.optimizer.state_dict(), os.path.join(folder, "model.pdopt"))
+        if self.scaler is not None:
+            paddle.save(self.scaler.state_dict(), os.path.join(folder, "scaler.pdparams"))
+
+    def restore(self, ckpt_dir, state):
+        weights.load_into(self.model, ckpt_dir, strict=True)
+        opt_state = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt"))
+        opt_state = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in opt_state.items()}
+        self.optimizer.set_state_dict(opt_state)
+        self.scheduler.set_state_dict(state["scheduler"])
+        if self.scaler is not None and os.path.exists(os.path.join(ckpt_dir, "scaler.pdparams")):
+            self.scaler.load_state_dict(checkpoint.safe_load(os.path.join(ckpt_dir, "scaler.pdparams")))

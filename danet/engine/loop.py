@@ -1,0 +1,166 @@
+"""The one training loop; the graph modes differ only in the ``step`` object it drives.
+
+A step has ``run(images, labels) -> (loss, parts, lr)``, ``predict_fn()``, ``write_files(dir)``,
+``restore(dir, state)`` and ``format``. The loop owns epochs, seeding, logging, validation,
+checkpoints and resume.
+"""
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from danet import checkpoint
+from danet.data.cityscapes import CLASS_NAMES
+from danet.errors import UserError
+from danet.inference import evaluate
+from danet.metrics import format_table
+from danet.runtime import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or inf."""
+
+
+class Trainer:
+    def __init__(self, args, step, loader, sampler=None, val_set=None, rank=0, writer=None):
+        self.args, self.step, self.loader, self.sampler = args, step, loader, sampler
+        self.val_set, self.rank, self.writer = val_set, rank, writer
+        self.epoch, self.iteration, self.best_miou = 0, 0, -1.0
+        self.steps_per_epoch = len(loader)
+        self.total_iterations = args.epoch_num * self.steps_per_epoch
+
+    # -- resume -------------------------------------------------------------------------------
+    def resume(self, path):
+        """Continue from ``path`` ('latest' = the newest complete checkpoint in --save_dir)."""
+        checkpoint.clean_partial(self.args.save_dir)
+        if path == "latest":
+            ckpt_dir = checkpoint.read_pointer(self.args.save_dir, "latest")
+            if ckpt_dir is None:
+                log.info("no checkpoint in %s yet: starting from scratch", self.args.save_dir)
+                return False
+        else:
+            kind, ckpt_dir = checkpoint.resolve(path)
+            if kind != "dir":
+                raise UserError(f"--resume needs a checkpoint directory of this project, got the file {ckpt_dir}")
+        state = checkpoint.read_state(ckpt_dir)
+        if state.get("format") != self.step.format:
+            raise UserError(f"{ckpt_dir} is a {state.get('format')} checkpoint; resume it with the "
+                            f"{state.get('format')} trainer (or convert it with tools/convert.py)")
+        if state.get("config") != self.step.config:
+            raise UserError(f"{ckpt_dir} was trained with {state.get('config')}, not {self.step.config}: "
+                            "use the same model flags to resume")
+        self.step.restore(ckpt_dir, state)
+        self.epoch, self.iteration, self.best_miou = state["epoch"], state["iteration"], state["best_miou"]
+        log.info("resumed from %s: epoch %d, iteration %d, LR %.6g, best mIoU %.4f", ckpt_dir, self.epoch,
+                 self.iteration, self.step.scheduler(), self.best_miou)
+        return True
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self):
+        args = self.args
+        log.info("training %d epochs x %d iterations, %d images per iteration and device", args.epoch_num,
+                 self.steps_per_epoch, args.batch_size)
+        while self.epoch < args.epoch_num:
+            self.train_epoch()
+            self.epoch += 1
+            if self.rank != 0:
+                continue
+            miou = self.maybe_validate()
+            self.maybe_save(miou)
+        log.info("done: %d iterations, best mIoU %.4f", self.iteration, max(self.best_miou, 0.0))
+
+    def train_epoch(self):
+        # Seeding per epoch makes a resumed run draw the same batches and augmentations as an unbroken one.
+        seed_everything(self.args.seed + self.epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+        start, images_done = time.time(), 0
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{self.args.epoch_num}", unit="it",
+                   disable=self.rank != 0 or not sys.stderr.isatty(), leave=False)
+        for images, labels in self.loader:
+            if callable(getattr(images, "shape", None)):  # static mode yields DenseTensors
+                images, labels = np.array(images), np.array(labels)
+            loss, parts, lr = self.step.run(images, labels)
+            self.iteration += 1
+            images_done += len(images)
+            if not all(math.isfinite(v) for v in [loss] + parts):
+                raise TrainingDiverged(f"loss became {loss} at iteration {self.iteration} (epoch {self.epoch + 1}; "
+                                       f"parts fused/position/channel = {parts}, LR {lr:.6g}); the last good "
+                                       "checkpoint is untouched: lower --lr or check the data, then --resume")
+            speed = images_done / max(time.time() - start, 1e-9)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+            bar.update()
+            self._log_iteration(loss, parts, lr, speed)
+        bar.close()
+
+    def _log_iteration(self, loss, parts, lr, speed):
+        if self.rank != 0:
+            return
+        if self.writer is not None:
+            for tag, value in [("train/loss", loss), ("train/loss_fused", parts[0]), ("train/loss_position", parts[1]),
+                               ("train/loss_channel", parts[2]), ("train/lr", lr), ("train/images_per_s", speed)]:
+                self.writer.add_scalar(tag, value, self.iteration)
+        if self.iteration % self.args.log_iters == 0 or self.iteration == self.total_iterations:
+            left = (self.total_iterations - self.iteration) * self.args.batch_size / max(speed, 1e-9)
+            log.info("epoch %d iter %d/%d loss %.4f (fused %.4f pos %.4f chan %.4f) lr %.6g %.2f img/s ETA %s",
+                     self.epoch + 1, self.iteration, self.total_iterations, loss, *parts, lr, speed, _hms(left))
+
+    # -- validation and checkpoints -----------------------------------------------------------
+    def maybe_validate(self):
+        interval = self.args.eval_interval
+        if self.val_set is None or not interval or (self.epoch % interval and self.epoch != self.args.epoch_num):
+            return None
+        matrix = evaluate(self.step.predict_fn(), self.val_set, self.args.num_classes, base_size=None,
+                          crop_size=self.args.crop_size, progress=sys.stderr.isatty(),
+                          limit=self.args.val_limit or None)
+        result = matrix.summary()
+        names = class_names(self.args.num_classes)
+        log.info("validation after epoch %d:\n%s", self.epoch, format_table(result, names))
+        if self.writer is not None:
+            self.writer.add_scalar("val/miou", result["miou"], self.iteration)
+            for name, iou in zip(names, result["iou"]):
+                if iou == iou:  # skip NaN (class absent)
+                    self.writer.add_scalar(f"val_iou/{name}", iou, self.iteration)
+        return result["miou"]
+
+    def maybe_save(self, miou):
+        args = self.args
+        is_best = miou is not None and miou > self.best_miou
+        if is_best:
+            self.best_miou = miou
+        due = self.epoch % args.save_interval == 0 or self.epoch == args.epoch_num
+        if not (due or is_best):
+            return
+        name = f"epoch_{self.epoch:04d}"
+        state = dict(format=self.step.format, epoch=self.epoch, iteration=self.iteration, best_miou=self.best_miou,
+                     miou=miou, scheduler=self.step.scheduler.state_dict(), config=self.step.config,
+                     steps_per_epoch=self.steps_per_epoch, args=vars(args))
+        pointers = ("latest", "best") if is_best else ("latest",)
+        path = checkpoint.save_checkpoint(args.save_dir, name, self.step.write_files, _jsonable(state), pointers)
+        checkpoint.prune(args.save_dir, args.keep_checkpoints)
+        log.info("saved %s%s", path, f" (best mIoU {miou:.4f})" if is_best else "")
+
+
+def class_names(num_classes):
+    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

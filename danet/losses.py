@@ -1,0 +1,32 @@
+"""Segmentation loss: cross-entropy per output, averaged over the valid (non-ignored) pixels."""
+import paddle
+import paddle.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
+    """Mean cross-entropy over pixels whose label is not ``ignore_index``; 0 when there are none.
+
+    logits: [B, C, H, W] float; label: [B, H, W] int64. (The seed port divided by all pixels,
+    ignored ones included, which shrank the gradient by the void fraction.)
+    """
+    label = label.astype("int64").unsqueeze(1)                         # [B, 1, H, W]
+    per_pixel = F.cross_entropy(logits.astype("float32"), label, ignore_index=ignore_index,
+                                reduction="none", axis=1)              # [B, 1, H, W], 0 where ignored
+    valid = (label != ignore_index).astype("float32").sum()
+    return per_pixel.sum() / paddle.maximum(valid, paddle.ones_like(valid))
+
+
+def danet_loss(outputs, label, weights=(1.0, 1.0, 1.0), ignore_index=IGNORE_INDEX):
+    """Weighted sum of the cross-entropies of DANet's outputs (fused, position, channel).
+
+    Returns ``(total, parts)`` where ``parts`` is the list of per-output losses.
+    """
+    if len(weights) != len(outputs):
+        raise ValueError(f"{len(outputs)} outputs but {len(weights)} loss weights")
+    parts = [cross_entropy(o, label, ignore_index) for o in outputs]
+    total = parts[0] * weights[0]
+    for part, w in zip(parts[1:], weights[1:]):
+        total = total + part * w
+    return total, parts

@@ -1,0 +1,163 @@
+"""The one argument parser of every entry point, so flags cannot drift between them.
+
+The seed port's flags keep their names and meaning; ``--dilated`` is on by default (the seed
+silently trained at output stride 32 when it was forgotten) and ``--no-dilated`` turns it off.
+Training-only flags are accepted by ``eval`` for old command lines and reported as ignored.
+"""
+import argparse
+import os
+
+from danet.models.resnet import DEPTHS
+
+SEED_LR_PER_IMAGE = 0.003 / 8  # the seed's default LR is 0.003 for a batch of 8
+
+
+def _model_flags(p):
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default="resnet101", choices=list(DEPTHS), help="ResNet depth (default: %(default)s)")
+    g.add_argument("--num_classes", type=int, default=19, help="number of classes (default: %(default)s)")
+    g.add_argument("--dilated", action="store_true", default=True,
+                   help="dilated backbone, output stride 8 (the default; kept for the seed's command lines)")
+    g.add_argument("--no-dilated", dest="dilated", action="store_false", help="plain backbone, output stride 32")
+    g.add_argument("--multi_grid", action="store_true", help="layer4 blocks use the dilations of --multi_dilation")
+    g.add_argument("--multi_dilation", type=int, nargs="+", default=[4, 8, 16], metavar="D",
+                   help="layer4 per-block dilations with --multi_grid (default: 4 8 16)")
+    g.add_argument("--recompute", action="store_true",
+                   help="recompute position attention in chunks in the backward pass (less memory, ~13%% slower)")
+    return g
+
+
+def _data_flags(p):
+    g = p.add_argument_group("data")
+    g.add_argument("--data_folder", default="./dataset", help="root of the data sets (default: %(default)s)")
+    g.add_argument("--dataset", default="cityscapes", help="sub-folder of --data_folder (default: %(default)s)")
+    g.add_argument("--base_size", type=int, default=1024,
+                   help="train: short side before random scaling; eval: long side at scale 1.0 (default: %(default)s)")
+    g.add_argument("--crop_size", type=int, default=768, help="training crop / sliding window (default: %(default)s)")
+    g.add_argument("--num_workers", type=int, default=2, help="data loader worker processes (default: %(default)s)")
+    return g
+
+
+def _runtime_flags(p):
+    g = p.add_argument_group("runtime")
+    g.add_argument("--cuda", action="store_true", help="run on the GPU (default: CPU)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU math threads; 0 = all cores of this machine (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    g.add_argument("--log_root", default=None, help="folder for the log file (default: --save_dir or --output_dir)")
+    g.add_argument("--save_model", default=None,
+                   help="seed flag: the checkpoint to load with --load_pretrained_model / --load_better_model / eval")
+    g.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    return g
+
+
+def _train_flags(p, hidden=False):
+    def h(text):
+        return argparse.SUPPRESS if hidden else text
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epoch_num", type=int, default=350, help=h("epochs (default: %(default)s)"))
+    g.add_argument("--batch_size", type=int, default=2, help=h("images per device and step (default: %(default)s)"))
+    g.add_argument("--lr", type=float, default=None,
+                   help=h("base LR of the backbone; the head uses 10x (default: 0.003/8 * batch_size)"))
+    g.add_argument("--lr_scheduler", default="poly", help=h("poly, cosine or piecewise (default: %(default)s)"))
+    g.add_argument("--lr_pow", type=float, default=0.9, help=h("power of the poly schedule (default: %(default)s)"))
+    g.add_argument("--warm_up", action="store_true", help=h("linear warm-up from 0 over --warmup_epoch epochs"))
+    g.add_argument("--warmup_epoch", type=int, default=5, help=h("warm-up length in epochs (default: %(default)s)"))
+    g.add_argument("--step_per_epoch", type=int, default=None,
+                   help=h("iterations per epoch for the LR schedule (default: from the data loader)"))
+    g.add_argument("--momentum", type=float, default=0.9, help=h("momentum (default: %(default)s)"))
+    g.add_argument("--weight_decay", type=float, default=1e-4, help=h("L2 weight decay (default: %(default)s)"))
+    g.add_argument("--scale", action="store_true", help=h("random scale 0.75-2.0x of --base_size in training"))
+    g.add_argument("--use_data_parallel", action="store_true",
+                   help=h("data parallel over the devices of paddle.distributed.launch"))
+    g.add_argument("--save_dir", default=None, help=h("where this run writes (default: checkpoint/<mode>_<backbone>)"))
+    g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                   help=h("continue a run: alone, from the latest checkpoint in --save_dir; or from PATH"))
+    g.add_argument("--pretrained", default=None, metavar="PATH", help=h("initial weights (a checkpoint or .pdparams)"))
+    g.add_argument("--load_pretrained_model", action="store_true", help=h("seed flag: initial weights from --save_model"))
+    g.add_argument("--load_better_model", action="store_true", help=h("seed flag: same as --load_pretrained_model"))
+    g.add_argument("--eval_interval", type=int, default=5, help=h("validate every N epochs, 0 = never (default: 5)"))
+    g.add_argument("--save_interval", type=int, default=5, help=h("checkpoint every N epochs (default: %(default)s)"))
+    g.add_argument("--keep_checkpoints", type=int, default=3, help=h("periodic checkpoints kept (default: 3)"))
+    g.add_argument("--log_iters", type=int, default=20, help=h("log every N iterations (default: %(default)s)"))
+    g.add_argument("--use_vdl", action="store_true", help=h("write VisualDL scalars under --save_dir"))
+    g.add_argument("--amp", action="store_true", help=h("mixed precision O1 on the GPU (attention stays fp32)"))
+    g.add_argument("--val_limit", type=int, default=0, help=h("validate on the first N images only, 0 = all"))
+    return g
+
+
+def _eval_flags(p):
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--split", default="val", help="list split to evaluate (default: %(default)s)")
+    g.add_argument("--multi_scales", action="store_true",
+                   help="scales 0.5 0.75 1.0 1.25 1.35 1.5 1.75 2.0 2.2 (the seed's), else 1.0")
+    g.add_argument("--scales", type=float, nargs="+", default=None, help="explicit list of scales")
+    g.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    g.add_argument("--stride_rate", type=float, default=2 / 3, help="window stride / crop size (default: 2/3)")
+    g.add_argument("--change_executor_to_dygraph", action="store_true",
+                   help="convert the Executor checkpoint at --save_model to dygraph first (seed flag)")
+    g.add_argument("--output_dir", default=None, help="where metrics and predictions go (default: output/eval)")
+    g.add_argument("--save_predictions", action="store_true", help="write train-id, colour and label-id PNGs")
+    g.add_argument("--pred_dir", default=None, help="evaluate saved train-id PNGs instead of running a model")
+    g.add_argument("--window_batch", type=int, default=2, help="sliding windows per forward pass (default: 2)")
+    g.add_argument("--limit", type=int, default=0, help="evaluate the first N images only, 0 = all")
+    return g
+
+
+DESCRIPTIONS = {
+    "train_executor": "Train DANet with the static graph (paddle.static.Executor).",
+    "train_dygraph": "Train DANet in dygraph (imperative) mode.",
+    "eval": "Evaluate DANet: per-class IoU by sliding window, single- or multi-scale, with flip.",
+}
+
+
+def build_parser(entry):
+    """``entry`` is 'train_executor', 'train_dygraph' or 'eval'."""
+    p = argparse.ArgumentParser(prog=f"python -m danet.{entry}", description=DESCRIPTIONS[entry])
+    _model_flags(p)
+    _data_flags(p)
+    _runtime_flags(p)
+    _train_flags(p, hidden=entry == "eval")
+    if entry == "eval":
+        _eval_flags(p)
+    return p
+
+
+def parse(entry, argv=None):
+    """Parse and check the flags; a flag that cannot work gives ``parser.error`` (exit 2, one line)."""
+    parser = build_parser(entry)
+    args = parser.parse_args(argv)
+    args.entry = entry
+    _check(parser, args)
+    if args.lr is None:
+        args.lr = SEED_LR_PER_IMAGE * args.batch_size
+    if args.save_dir is None:
+        args.save_dir = os.path.join("checkpoint", f"{entry.replace('train_', '')}_{args.backbone}")
+    return args
+
+
+def _check(parser, args):
+    positive = ["num_classes", "base_size", "crop_size", "epoch_num", "batch_size", "save_interval", "log_iters"]
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.crop_size < 16:
+        parser.error(f"--crop_size {args.crop_size} is too small: DANet needs at least 16 pixels (stride 8)")
+    if args.num_workers < 0 or args.threads < 0 or args.eval_interval < 0 or args.keep_checkpoints < 1:
+        parser.error("--num_workers, --threads and --eval_interval must be >= 0, --keep_checkpoints >= 1")
+    if args.lr is not None and args.lr <= 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    if args.lr_scheduler not in ("poly", "cosine", "piecewise"):
+        parser.error(f"unknown --lr_scheduler {args.lr_scheduler!r}: choose poly, cosine or piecewise")
+    if args.multi_grid and not args.dilated:
+        parser.error("--multi_grid needs a dilated backbone: drop --no-dilated")
+    if args.multi_grid:
+        need = DEPTHS[args.backbone][1][3]
+        if len(args.multi_dilation) != need or min(args.multi_dilation) < 1:
+            parser.error(f"--multi_dilation needs {need} positive values for {args.backbone} "
+                         f"(one per layer4 block), got {args.multi_dilation}")
+    if getattr(args, "stride_rate", 0.5) <= 0 or getattr(args, "stride_rate", 0.5) > 1:
+        parser.error(f"--stride_rate must be in (0, 1], got {args.stride_rate}")
+    if (args.load_pretrained_model or args.load_better_model) and not args.save_model and args.entry != "eval":
+        parser.error("--load_pretrained_model reads --save_model: give --save_model PATH (or use --pretrained PATH)")

@@ -1,0 +1,87 @@
+"""What the two training entry points share: data, device, the step of the chosen mode, the loop."""
+import logging
+import os
+
+import paddle
+
+from danet.data.cityscapes import SegDataset
+from danet.data.transforms import build_train_transform, build_val_transform
+from danet.engine.loop import Trainer
+from danet.errors import UserError
+from danet.options import parse
+from danet.runtime import run_main, seed_everything, setup_device, setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def main(entry, argv=None):
+    args = parse(entry, argv)
+    return run_main(train, args)
+
+
+def check_writable(folder):
+    """Fail before training, not at the first checkpoint hours later."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--save_dir {folder} is not writable ({e.strerror}): choose another folder") from None
+
+
+def build_loader(args, world_size):
+    train_set = SegDataset(args.data_folder, "train", args.dataset,
+                           build_train_transform(args.base_size, args.crop_size, scale=args.scale),
+                           num_classes=args.num_classes)
+    if args.batch_size * world_size > len(train_set):
+        raise UserError(f"--batch_size {args.batch_size} x {world_size} devices is more than the {len(train_set)} "
+                        "training images: lower --batch_size")
+    sampler = paddle.io.DistributedBatchSampler(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers, return_list=True,
+                                  use_shared_memory=False)
+    return loader, sampler
+
+
+def train(args):
+    world_size = paddle.distributed.get_world_size() if args.use_data_parallel else 1
+    rank = paddle.distributed.get_rank() if args.use_data_parallel else 0
+    check_writable(args.save_dir)
+    setup_logging(os.path.join(args.log_root or args.save_dir, "train.log"), rank)
+    device = setup_device(args.cuda, args.threads)
+    log.info("danet %s on %s (Paddle %s), %d process(es): %s", args.entry, device, paddle.__version__, world_size,
+             " ".join(f"--{k} {v}" for k, v in sorted(vars(args).items()) if v not in (None, False)))
+    seed_everything(args.seed)
+    if world_size > 1 and args.entry == "train_dygraph":
+        paddle.distributed.init_parallel_env()
+    loader, sampler = build_loader(args, world_size)
+    val_set = SegDataset(args.data_folder, "val", args.dataset, build_val_transform(), num_classes=args.num_classes) \
+        if args.eval_interval and rank == 0 else None
+    steps_per_epoch = args.step_per_epoch or len(loader)
+    if args.entry == "train_executor":
+        from danet.engine.static import StaticStep
+
+        paddle.enable_static()
+        step = StaticStep(args, steps_per_epoch)
+    else:
+        from danet.engine.dygraph import DygraphStep
+
+        step = DygraphStep(args, steps_per_epoch)
+    trainer = Trainer(args, step, loader, sampler, val_set, rank, _vdl_writer(args, rank))
+    resumed = args.resume and trainer.resume(args.resume)
+    initial = args.pretrained or (args.save_model if args.load_pretrained_model or args.load_better_model else None)
+    if initial and not resumed:
+        step.load_initial(initial)
+    trainer.train()
+    return trainer
+
+
+def _vdl_writer(args, rank):
+    if not args.use_vdl or rank != 0:
+        return None
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        raise UserError("--use_vdl needs VisualDL: pip install visualdl") from None
+    return LogWriter(logdir=os.path.join(args.save_dir, "vdl"))

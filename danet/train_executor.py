@@ -1,0 +1,15 @@
+"""Train DANet with the static graph: ``python -m danet.train_executor --help``."""
+import os
+import sys
+
+
+def main(argv=None):
+    # Read by Paddle when it loads: the static executor's worker threads fight the math threads on a CPU.
+    os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
+    from danet.train import main as _main
+
+    return _main("train_executor", argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

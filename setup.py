@@ -1,0 +1,32 @@
+"""Install danet-paddle: ``pip install -e .`` (add ``paddlepaddle`` or ``paddlepaddle-gpu`` yourself)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="danet-paddle",
+    version="0.1.0",
+    description="DANet (Dual Attention Network, CVPR 2019) for PaddlePaddle: static-graph and dygraph training, "
+    "sliding-window multi-scale evaluation, checkpoint conversion.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["danet", "danet.*"]),
+    python_requires=">=3.8",
+    # paddlepaddle is not listed: the CPU and GPU builds are different packages (paddlepaddle /
+    # paddlepaddle-gpu) and pip cannot choose between them. See README "Install".
+    install_requires=[
+        "numpy",
+        "pillow",
+        "opencv-python-headless",
+        "tqdm",
+    ],
+    extras_require={
+        "vdl": ["visualdl"],
+        "test": ["pytest", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "danet-train-executor=danet.train_executor:main",
+            "danet-train-dygraph=danet.train_dygraph:main",
+            "danet-eval=danet.eval:main",
+        ]
+    },
+)
