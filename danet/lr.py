@@ -56,3 +56,8 @@ class DANetLR(LRScheduler):
 
     def get_lr(self):
         return lr_at(max(self.last_epoch, 0), **self.kwargs)
+
+    def set_state_dict(self, state_dict):
+        super().set_state_dict(state_dict)
+        # The saved ``last_lr`` came from the old flags: a resume with another --lr continues this curve.
+        self.last_lr = self.get_lr()

@@ -10,6 +10,7 @@ import os
 from danet.models.resnet import DEPTHS
 
 SEED_LR_PER_IMAGE = 0.003 / 8  # the seed's default LR is 0.003 for a batch of 8
+SEED_CHECKPOINT = "checkpoint/DANet101_better_model_paddle1.6"
 
 
 def _model_flags(p):
@@ -45,8 +46,9 @@ def _runtime_flags(p):
                    help="CPU math threads; 0 = all cores of this machine (default: %(default)s)")
     g.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     g.add_argument("--log_root", default=None, help="folder for the log file (default: --save_dir or --output_dir)")
-    g.add_argument("--save_model", default=None,
-                   help="seed flag: the checkpoint to load with --load_pretrained_model / --load_better_model / eval")
+    g.add_argument("--save_model", default=SEED_CHECKPOINT,
+                   help="the checkpoint that eval and --load_pretrained_model / --load_better_model read "
+                        "(a checkpoint or run folder, or a .pdparams file; default: %(default)s)")
     g.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return g
 
@@ -159,5 +161,3 @@ def _check(parser, args):
                          f"(one per layer4 block), got {args.multi_dilation}")
     if getattr(args, "stride_rate", 0.5) <= 0 or getattr(args, "stride_rate", 0.5) > 1:
         parser.error(f"--stride_rate must be in (0, 1], got {args.stride_rate}")
-    if (args.load_pretrained_model or args.load_better_model) and not args.save_model and args.entry != "eval":
-        parser.error("--load_pretrained_model reads --save_model: give --save_model PATH (or use --pretrained PATH)")

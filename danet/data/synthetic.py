@@ -287,7 +287,8 @@ def _write_split(root, split, count, height, width, seed):
         _write_png(os.path.join(root, label_rel), LABEL_ID_TO_TRAIN_ID[ids])
         images.append(image_rel)
         labels.append(label_rel)
-    for name, paths in ((f"{split}Images.txt", images), (f"{split}Labels.txt", labels)):
+    pairs = sorted(zip(images, labels))  # sorted by path, as tools/prepare_cityscapes.py writes them
+    for name, paths in ((f"{split}Images.txt", [i for i, _ in pairs]), (f"{split}Labels.txt", [la for _, la in pairs])):
         with open(os.path.join(root, name), "w", encoding="utf-8") as f:
             f.write("".join(p + "\n" for p in paths))
 

@@ -120,7 +120,7 @@ class StaticStep:
     def restore(self, ckpt_dir, state):
         arrays = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdparams"))
         arrays.update(checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt")))
-        expected = {k: self._shape(p) for k, p in self.names.items()}
+        expected = {k: np.empty(self._shape(p), np.uint8) for k, p in self.names.items()}  # shapes only
         weights.match(expected, {k: arrays[p] for k, p in self.names.items() if p in arrays}, ckpt_dir)
         self._set({k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
         self.scheduler.set_state_dict(state["scheduler"])

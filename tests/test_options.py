@@ -1,0 +1,88 @@
+"""The one argument parser: the seed's command lines keep their meaning, mistakes are errors, --help shows it all."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from danet.options import build_parser, parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SEED_COMMAND = ("--backbone resnet101 --base_size 1024 --crop_size 768 --epoch_num 350 --batch_size 2 --lr 0.003 "
+                "--lr_scheduler poly --warm_up --warmup_epoch 2 --cuda --use_data_parallel --load_pretrained_model "
+                "--save_model x --dilated --multi_grid --scale --multi_dilation 4 8 16").split()
+
+SEED_FLAGS = ["--backbone", "--dataset", "--num_classes", "--data_folder", "--base_size", "--crop_size", "--epoch_num",
+              "--batch_size", "--lr", "--lr_scheduler", "--lr_pow", "--warm_up", "--warmup_epoch", "--step_per_epoch",
+              "--momentum", "--weight_decay", "--cuda", "--use_data_parallel", "--seed", "--log_root", "--save_model",
+              "--load_pretrained_model", "--load_better_model", "--dilated", "--multi_grid", "--multi_dilation",
+              "--scale"]
+NEW_FLAGS = ["--save_dir", "--resume", "--pretrained", "--num_workers", "--eval_interval", "--save_interval",
+             "--log_iters", "--use_vdl", "--amp", "--no-dilated", "--threads"]
+
+
+@pytest.mark.parametrize("entry", ["train_executor", "train_dygraph"])
+def test_the_seed_command_line_parses_with_the_seed_meaning(entry):
+    args = parse(entry, SEED_COMMAND)
+    assert (args.backbone, args.base_size, args.crop_size, args.epoch_num, args.batch_size) == \
+        ("resnet101", 1024, 768, 350, 2)
+    assert (args.lr, args.lr_scheduler, args.warm_up, args.warmup_epoch) == (0.003, "poly", True, 2)
+    assert args.cuda and args.use_data_parallel and args.load_pretrained_model and args.scale
+    assert args.save_model == "x"
+    assert args.dilated and args.multi_grid and args.multi_dilation == [4, 8, 16]
+
+
+def test_dilated_is_on_by_default_and_can_be_turned_off():
+    assert parse("train_dygraph", []).dilated
+    assert not parse("train_dygraph", ["--no-dilated"]).dilated
+
+
+def test_defaults_follow_the_seed_recipe():
+    args = parse("train_executor", ["--batch_size", "8"])
+    assert args.lr == pytest.approx(0.003)  # the seed's LR for a batch of 8, scaled per image
+    assert (args.lr_scheduler, args.lr_pow, args.momentum, args.weight_decay) == ("poly", 0.9, 0.9, 1e-4)
+    assert args.save_dir == os.path.join("checkpoint", "executor_resnet101")
+
+
+def test_the_seed_typo_ploy_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("train_dygraph", ["--lr_scheduler", "ploy"])
+    assert e.value.code == 2
+    assert "unknown --lr_scheduler 'ploy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--multi_grid", "--multi_dilation", "4", "8"], "--multi_dilation needs 3 positive values"),
+    (["--multi_grid", "--no-dilated"], "--multi_grid needs a dilated backbone"),
+    (["--load_pretrained_model"], "--load_pretrained_model reads --save_model"),
+    (["--crop_size", "8"], "--crop_size 8 is too small"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--backbone", "resnet77"], "invalid choice: 'resnet77'"),
+])
+def test_flags_that_cannot_work_are_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("train_executor", argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", ["train_executor", "train_dygraph"])
+def test_help_of_each_training_entry_point_shows_the_shared_flags(entry):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", f"danet.{entry}", "--help"], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    described = set(re.findall(r"^\s+(--[\w-]+)", result.stdout, re.M))  # flags that start a help entry
+    assert not [f for f in SEED_FLAGS + NEW_FLAGS if f not in described]
+    assert f"python -m danet.{entry}" in result.stdout
+
+
+def test_eval_parser_shares_the_model_and_data_flags_and_hides_training_ones():
+    text = build_parser("eval").format_help()
+    for flag in ["--backbone", "--num_classes", "--dilated", "--multi_grid", "--multi_dilation", "--data_folder",
+                 "--base_size", "--crop_size", "--save_model", "--change_executor_to_dygraph", "--multi_scales"]:
+        assert flag in text
+    assert "--warm_up" not in text  # accepted for old command lines, but not offered
+    assert parse("eval", ["--warm_up", "--epoch_num", "3"]).warm_up

@@ -1,0 +1,202 @@
+"""Both trainers end to end on a tiny generated data set: checkpoints, logs, VisualDL, resume after SIGKILL, NaN stop.
+
+Every run is ResNet-18 on 8 training images (4 iterations of 2 per epoch) for 2 epochs, so a resumed run can be
+compared with an uninterrupted one weight for weight.
+"""
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from danet import checkpoint
+from danet.data.synthetic import make_synthetic_dataset
+from danet.lr import lr_at
+from danet.weights import read_weights
+
+pytestmark = pytest.mark.slow
+HAVE_VDL = importlib.util.find_spec("visualdl") is not None  # not installed in the Paddle 2.6 test environment
+VDL = ["--use_vdl"] if HAVE_VDL else []
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ["dygraph", "executor"]
+ITERATIONS = 8  # 2 epochs x 8 images / batch 2
+LR = 0.002
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data"))
+    make_synthetic_dataset(root, 8, 4, 48, 96, seed=0)
+    return root
+
+
+def argv(data, save_dir, *extra):
+    return ["--backbone", "resnet18", "--data_folder", data, "--base_size", "48", "--crop_size", "32",
+            "--epoch_num", "2", "--batch_size", "2", "--lr", str(LR), "--num_workers", "0", "--eval_interval", "1",
+            "--val_limit", "2", "--save_interval", "1", "--log_iters", "1", "--save_dir", str(save_dir), *extra]
+
+
+def train_here(mode, args):
+    """Run an entry point's ``main`` in this process (the executor one switches to static mode: switch back)."""
+    try:
+        return importlib.import_module(f"danet.train_{mode}").main(args)
+    finally:
+        if not paddle.in_dynamic_mode():
+            paddle.disable_static()
+
+
+def start(mode, args, log_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", f"danet.train_{mode}", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def arrays(ckpt_dir):
+    """Model weights by structured name, and the optimizer state, of one checkpoint."""
+    found, _ = read_weights(str(ckpt_dir))
+    opt = {k: v for k, v in checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt")).items()
+           if isinstance(v, np.ndarray)}
+    return found, opt
+
+
+def assert_same_arrays(got, want):
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def finished_runs(data, tmp_path_factory):
+    """Uninterrupted 2-epoch runs with validation and VisualDL, made once per mode: mode -> (save_dir, trainer)."""
+    runs = {}
+
+    def get(mode):
+        if mode not in runs:
+            save_dir = tmp_path_factory.mktemp(f"{mode}_run")
+            runs[mode] = save_dir, train_here(mode, argv(data, save_dir, *VDL))
+        return runs[mode]
+
+    return get
+
+
+@pytest.fixture(params=MODES)
+def finished(request, finished_runs):
+    return (request.param,) + finished_runs(request.param)
+
+
+def test_a_run_writes_checkpoints_pointers_log_and_visualdl_records(finished):
+    mode, save_dir, trainer = finished
+    assert (trainer.epoch, trainer.iteration) == (2, ITERATIONS)
+    latest = checkpoint.read_pointer(str(save_dir), "latest")
+    assert latest == str(save_dir / "epoch_0002")
+    assert checkpoint.read_pointer(str(save_dir), "best") in (str(save_dir / "epoch_0001"), latest)
+    state = checkpoint.read_state(latest)  # also checks every file's size
+    assert state["format"] == mode and state["epoch"] == 2 and state["iteration"] == ITERATIONS
+    assert state["scheduler"]["last_epoch"] == ITERATIONS
+    assert state["config"]["backbone"] == "resnet18" and 0 <= state["best_miou"] <= 1
+    expected = {"model.pdparams", "model.pdopt"} | ({"model.json", "names.json"} if mode == "executor" else set())
+    assert expected <= set(state["files"])
+    assert not [n for n in os.listdir(save_dir) if n.startswith((".tmp-", ".old-"))]
+
+    log = (save_dir / "train.log").read_text()
+    assert f"iter {ITERATIONS}/{ITERATIONS}" in log and "validation after epoch 2" in log
+    assert "road" in log and "mIoU" in log  # the per-class IoU table
+    assert "saved" in log and "done" in log
+
+    assert os.path.isdir(save_dir / "vdl") == HAVE_VDL
+    if not HAVE_VDL:
+        return
+    from visualdl import LogReader
+
+    records = os.listdir(save_dir / "vdl")
+    assert len(records) == 1
+    reader = LogReader(file_path=str(save_dir / "vdl" / records[0]))
+    tags = reader.get_tags()["scalar"]
+    assert {"train/loss", "train/loss_fused", "train/loss_position", "train/loss_channel", "train/lr",
+            "train/images_per_s", "val/miou", "val_iou/road"} <= set(tags)
+    lrs = [(r.id, r.value) for r in reader.get_data("scalar", "train/lr")]
+    assert [i for i, _ in lrs] == list(range(1, ITERATIONS + 1))
+    np.testing.assert_allclose([v for _, v in lrs], [lr_at(t, LR, ITERATIONS) for t in range(ITERATIONS)],
+                               rtol=1e-6)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_end(finished, data, tmp_path):
+    mode, full_dir, _ = finished
+    save_dir = tmp_path / "killed"
+    proc = start(mode, argv(data, save_dir, *VDL), tmp_path / "killed.out")
+    try:
+        deadline = time.time() + 180
+        while checkpoint.read_pointer(str(save_dir), "latest") is None:
+            assert proc.poll() is None, (tmp_path / "killed.out").read_text()[-3000:]
+            assert time.time() < deadline, "no checkpoint after 180 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed in epoch 2, not finished
+    assert sorted(n for n in os.listdir(save_dir) if n.startswith("epoch_")) == ["epoch_0001"]
+
+    trainer = train_here(mode, argv(data, save_dir, *VDL, "--resume"))
+    assert (trainer.epoch, trainer.iteration) == (2, ITERATIONS)
+    log = (save_dir / "train.log").read_text()
+    assert f"resumed from {save_dir / 'epoch_0001'}: epoch 1, iteration 4" in log
+    resumed, full = save_dir / "epoch_0002", full_dir / "epoch_0002"
+    state, want = checkpoint.read_state(str(resumed)), checkpoint.read_state(str(full))
+    assert (state["iteration"], state["scheduler"]) == (want["iteration"], want["scheduler"])
+    for got, expected in zip(arrays(resumed), arrays(full)):  # weights, then momentum buffers
+        assert_same_arrays(got, expected)
+
+
+def test_a_diverging_run_stops_at_the_nan_and_leaves_a_resumable_checkpoint(finished_runs, data, tmp_path, capsys):
+    """Continue the good epoch-1 checkpoint with an absurd LR: the loss overflows to NaN in epoch 2.
+
+    Dygraph only: the check is in the loop both modes share.
+    """
+    mode = "dygraph"
+    full_dir, _ = finished_runs(mode)
+    save_dir = tmp_path / "diverged"
+    shutil.copytree(full_dir / "epoch_0001", save_dir / "epoch_0001")
+    checkpoint.write_pointer(str(save_dir), "latest", "epoch_0001")
+    before = {n: (save_dir / "epoch_0001" / n).read_bytes() for n in os.listdir(save_dir / "epoch_0001")}
+    with pytest.raises(SystemExit) as stop:
+        train_here(mode, argv(data, save_dir, "--resume", "--lr", "1e30"))
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert re.search(r"loss became nan at iteration [5-8] \(epoch 2; parts fused/position/channel = \[nan", message)
+    assert checkpoint.read_pointer(str(save_dir), "latest") == str(save_dir / "epoch_0001")
+    assert sorted(n for n in os.listdir(save_dir) if n.startswith("epoch_")) == ["epoch_0001"]
+    assert before == {n: (save_dir / "epoch_0001" / n).read_bytes() for n in before}  # untouched
+
+    trainer = train_here(mode, argv(data, save_dir, "--resume"))  # the flags of the first run: the same end
+    assert trainer.iteration == ITERATIONS
+    assert_same_arrays(arrays(save_dir / "epoch_0002")[0], arrays(full_dir / "epoch_0002")[0])
+
+
+def test_steps_per_epoch_come_from_the_loader_unless_given(data, tmp_path, monkeypatch):
+    from danet.engine.loop import Trainer
+
+    monkeypatch.setattr(Trainer, "train", lambda self: None)  # build everything, train nothing
+    schedule = train_here("dygraph", argv(data, tmp_path / "a", "--warm_up", "--warmup_epoch", "1")).step.scheduler
+    assert (schedule.kwargs["total_steps"], schedule.kwargs["warmup_steps"]) == (2 * 4, 4)  # 8 images / batch 2
+    schedule = train_here("dygraph", argv(data, tmp_path / "b", "--step_per_epoch", "10", "--warm_up",
+                                          "--warmup_epoch", "1")).step.scheduler
+    assert (schedule.kwargs["total_steps"], schedule.kwargs["warmup_steps"]) == (2 * 10, 10)
+
+
+def test_state_json_records_the_run(finished):
+    _, save_dir, _ = finished
+    with open(save_dir / "epoch_0001" / "state.json") as f:
+        state = json.load(f)
+    assert state["epoch"] == 1 and state["iteration"] == 4 and state["steps_per_epoch"] == 4
+    assert state["args"]["lr"] == LR and state["args"]["backbone"] == "resnet18"
