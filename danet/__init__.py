@@ -3,6 +3,10 @@
 ``from danet import build_model`` gives the model; the entry points are ``danet.train_executor``,
 ``danet.train_dygraph`` and ``danet.eval``. Importing the package changes no global state.
 """
+# Paddle 2.6's libpaddle.so exports a zlib of its own: loaded first, it captures the PNG decoders of OpenCV and
+# Pillow ("libpng error: IDAT: bad parameters to zlib"). Loading the system zlib before Paddle avoids that.
+import zlib  # noqa: F401
+
 __version__ = "0.1.0"
 
 

@@ -77,7 +77,8 @@ def _train_flags(p, hidden=False):
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help=h("continue a run: alone, from the latest checkpoint in --save_dir; or from PATH"))
     g.add_argument("--pretrained", default=None, metavar="PATH", help=h("initial weights (a checkpoint or .pdparams)"))
-    g.add_argument("--load_pretrained_model", action="store_true", help=h("seed flag: initial weights from --save_model"))
+    g.add_argument("--load_pretrained_model", action="store_true",
+                   help=h("seed flag: initial weights from --save_model"))
     g.add_argument("--load_better_model", action="store_true", help=h("seed flag: same as --load_pretrained_model"))
     g.add_argument("--eval_interval", type=int, default=5, help=h("validate every N epochs, 0 = never (default: 5)"))
     g.add_argument("--save_interval", type=int, default=5, help=h("checkpoint every N epochs (default: %(default)s)"))
@@ -98,7 +99,8 @@ def _eval_flags(p):
     g.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     g.add_argument("--stride_rate", type=float, default=2 / 3, help="window stride / crop size (default: 2/3)")
     g.add_argument("--change_executor_to_dygraph", action="store_true",
-                   help="convert the Executor checkpoint at --save_model to dygraph first (seed flag)")
+                   help="convert the Executor checkpoint at --save_model to a dygraph one beside it first (seed "
+                        "flag); without it an Executor checkpoint is converted in memory")
     g.add_argument("--output_dir", default=None, help="where metrics and predictions go (default: output/eval)")
     g.add_argument("--save_predictions", action="store_true", help="write train-id, colour and label-id PNGs")
     g.add_argument("--pred_dir", default=None, help="evaluate saved train-id PNGs instead of running a model")

@@ -37,7 +37,7 @@ def setup_device(cuda, threads=0):
 
     if cuda:
         if not paddle.is_compiled_with_cuda():
-            raise UserError("--cuda was given but this Paddle has no CUDA: pip install paddlepaddle-gpu, or drop --cuda")
+            raise UserError("--cuda was given but this Paddle has no CUDA: install paddlepaddle-gpu, or drop --cuda")
         device = f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}"
     else:
         device = "cpu"
@@ -45,9 +45,23 @@ def setup_device(cuda, threads=0):
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         paddle.base.core.set_num_threads(int(threads))
         # The static executor's own worker threads fight the math threads on a CPU (measured: 10-25% slower).
-        paddle.set_flags({"FLAGS_new_executor_serial_run": True})
+        # serial_run is enough for Paddle 2.6's executor; PIR (3.x) keeps a worker thread under it, and only its
+        # trace mode runs the ops in the calling thread.
+        _set_known_flags({"FLAGS_new_executor_serial_run": True, "FLAGS_enable_pir_in_executor_trace_run": True})
     paddle.set_device(device)
     return device
+
+
+def _set_known_flags(flags):
+    """paddle.set_flags for the flags this Paddle version has (an unknown one raises ValueError)."""
+    import paddle
+
+    for name, value in flags.items():
+        try:
+            paddle.get_flags([name])
+        except ValueError:
+            continue
+        paddle.set_flags({name: value})
 
 
 def seed_everything(seed):

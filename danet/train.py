@@ -2,6 +2,7 @@
 import logging
 import os
 
+import numpy as np
 import paddle
 
 from danet.data.cityscapes import SegDataset
@@ -39,9 +40,30 @@ def build_loader(args, world_size):
         raise UserError(f"--batch_size {args.batch_size} x {world_size} devices is more than the {len(train_set)} "
                         "training images: lower --batch_size")
     sampler = paddle.io.DistributedBatchSampler(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    if args.num_workers == 0:
+        return InlineLoader(train_set, sampler), sampler
     loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers, return_list=True,
                                   use_shared_memory=False)
     return loader, sampler
+
+
+class InlineLoader:
+    """Batches read in the calling thread, as numpy arrays.
+
+    Paddle's DataLoader with num_workers=0 reads in a helper thread; an error there (a truncated
+    image) kills the thread and leaves training waiting forever (Paddle 2.6 and 3.3).
+    """
+
+    def __init__(self, dataset, batch_sampler):
+        self.dataset, self.batch_sampler = dataset, batch_sampler
+
+    def __len__(self):
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            samples = [self.dataset[i] for i in indices]
+            yield [np.stack(field) for field in zip(*samples)]
 
 
 def train(args):

@@ -145,14 +145,20 @@ def test_colorize_uses_palette_and_black_for_void():
 def _batches(dataset, seed):
     np.random.seed(seed)
     paddle.seed(seed)
-    loader = paddle.io.DataLoader(dataset, batch_size=2, num_workers=2, shuffle=True, worker_init_fn=T.set_cv2_threads)
+    loader = paddle.io.DataLoader(dataset, batch_size=2, num_workers=2, shuffle=True)
     return [(image.numpy(), label.numpy()) for image, label in loader]
 
 
 def test_dataloader_with_workers_yields_crop_batches_reproducibly(data_folder):
     folder, _ = data_folder
     dataset = SegDataset(str(folder), "train", transform=T.build_train_transform(base_size=24, crop_size=20))
-    first, again, other = _batches(dataset, 1), _batches(dataset, 1), _batches(dataset, 2)
+    dataset[0]  # the parent has used OpenCV (and its thread pool) before the workers fork
+    threads = cv2.getNumThreads()
+    T.limit_cv2_threads(num_workers=2)
+    try:
+        first, again, other = _batches(dataset, 1), _batches(dataset, 1), _batches(dataset, 2)
+    finally:
+        cv2.setNumThreads(threads)
     assert len(first) == 2
     for image, label in first:
         assert image.shape == (2, 3, 20, 20) and image.dtype == np.float32

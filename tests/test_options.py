@@ -56,7 +56,6 @@ def test_the_seed_typo_ploy_is_an_error(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--multi_grid", "--multi_dilation", "4", "8"], "--multi_dilation needs 3 positive values"),
     (["--multi_grid", "--no-dilated"], "--multi_grid needs a dilated backbone"),
-    (["--load_pretrained_model"], "--load_pretrained_model reads --save_model"),
     (["--crop_size", "8"], "--crop_size 8 is too small"),
     (["--lr", "0"], "--lr must be positive"),
     (["--backbone", "resnet77"], "invalid choice: 'resnet77'"),

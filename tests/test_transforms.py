@@ -99,10 +99,11 @@ def test_same_global_seed_gives_identical_samples():
     assert any(not np.array_equal(a[0], c[0]) for a, c in zip(runs[0], runs[2]))
 
 
-def test_normalize_uses_imagenet_mean_and_std_on_rgb_over_255():
+@pytest.mark.parametrize("transform", [T.build_val_transform(), T.Compose([T.Normalize(), T.ToCHW()])])
+def test_normalize_uses_imagenet_mean_and_std_on_rgb_over_255(transform):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
-    out, label = T.build_val_transform()(image, np.zeros((7, 9), np.uint8))
+    out, label = transform(image, np.zeros((7, 9), np.uint8))
     expected = (image / 255.0 - np.array(T.IMAGENET_MEAN)) / np.array(T.IMAGENET_STD)
     assert out.shape == (3, 7, 9) and out.dtype == np.float32 and label.dtype == np.int64
     np.testing.assert_allclose(out, expected.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ _EXPORTS = {
                    "read_list", "SegDataset"),
     "transforms": ("Compose", "RandomResizeShortSide", "RandomHorizontalFlip", "PadToSize", "RandomCrop",
                    "RandomScaleCrop", "RandomGaussianBlur", "RandomColorJitter", "Normalize", "ToCHW",
-                   "build_train_transform", "build_val_transform", "set_cv2_threads", "IGNORE_INDEX"),
+                   "build_train_transform", "build_val_transform", "limit_cv2_threads", "IGNORE_INDEX"),
     "synthetic": ("make_synthetic_dataset", "render_scene", "USED_TRAIN_IDS"),
     "prepare": ("prepare_cityscapes", "PrepareSummary"),
 }  # fmt: skip

@@ -167,7 +167,7 @@ class SegDataset(paddle.io.Dataset):
     def read(self, index):
         """The raw sample: (uint8 ``[H, W, 3]`` RGB image, uint8 ``[H, W]`` train ids), checked."""
         image_path, label_path, where = self.image_paths[index], self.label_paths[index], self._origins[index]
-        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        image = _read_rgb(image_path)
         if image is None:
             raise UserError(f"cannot read image {image_path} (missing, truncated or not an image; {where})")
         label = _read_label(label_path, where)
@@ -176,7 +176,15 @@ class SegDataset(paddle.io.Dataset):
                 f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
                 f"{image.shape[1]}x{image.shape[0]} ({where}); they must have the same size"
             )
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), _check_values(label, self.num_classes, label_path, where)
+        return image, _check_values(label, self.num_classes, label_path, where)
+
+
+def _read_rgb(path):
+    """uint8 ``[H, W, 3]`` RGB, or None if unreadable. OpenCV >= 4.11 decodes to RGB directly (saves a pass)."""
+    if hasattr(cv2, "IMREAD_COLOR_RGB"):
+        return cv2.imread(path, cv2.IMREAD_COLOR_RGB)
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _read_label(path, where):

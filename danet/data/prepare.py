@@ -119,7 +119,7 @@ def _with_progress(results, total, progress):
     if progress and tqdm is not None:
         yield from tqdm(results, total=total, desc="labelIds -> trainIds", unit="label")
         return
-    step = max(1, total // 10)
+    step = -(-total // 10)  # about ten log lines
     for done, result in enumerate(results, 1):
         if progress and (done % step == 0 or done == total):
             logger.info("converted %d/%d labels", done, total)

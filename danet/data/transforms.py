@@ -119,7 +119,7 @@ class RandomScaleCrop:
     It draws the same random numbers in the same order, then computes only the ``crop x crop`` output: the image
     by an affine warp of the source onto the window (bilinear, equal to the resize-then-crop result within
     OpenCV's 1/32-pixel rounding), the label by nearest-neighbour indexing (bit-identical). Resizing a 1024x2048
-    image to 2x before cropping 768x768 would touch 11x more pixels than needed.
+    image to 2x before cropping 768x768 would write 14x more pixels than the crop keeps.
     """
 
     def __init__(self, min_size, max_size, crop_size, flip_prob=0.5, image_fill=0, label_fill=IGNORE_INDEX):
@@ -151,7 +151,7 @@ class RandomScaleCrop:
         by = (rows[0] + 0.5) * sy - 0.5
         matrix = np.array([[ax, 0.0, bx], [0.0, sy, by]])
         out_image[ya:yb, xa:xb] = cv2.warpAffine(
-            image,
+            np.ascontiguousarray(image),  # OpenCV rejects negative-stride views
             matrix,
             (xb - xa, yb - ya),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -176,27 +176,32 @@ class RandomGaussianBlur:
         return cv2.GaussianBlur(image, (ksize, ksize), sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE), label
 
 
+# OpenCV rounds to nearest where PIL truncates: shifting by just under half a level truncates (except within
+# 1e-3 of a level, where the result can be 1 higher).
+_TRUNCATE = -0.5 + 1e-3
+
+
 def _blend(degenerate, image, factor):
-    """PIL ``Image.blend(degenerate, image, factor)`` on uint8: computed in float, clipped, truncated."""
-    out = degenerate + factor * (image.astype(np.float32) - degenerate)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    """PIL ``Image.blend(degenerate, image, factor)``: ``degenerate + factor * (image - degenerate)``, clipped to
+    uint8. ``degenerate`` is a number or a uint8 array like ``image``. cv2.addWeighted is 20x faster than numpy."""
+    if np.isscalar(degenerate):
+        return cv2.addWeighted(image, factor, image, 0.0, degenerate * (1 - factor) + _TRUNCATE)
+    return cv2.addWeighted(image, factor, degenerate, 1 - factor, _TRUNCATE)
 
 
 def adjust_brightness(image, factor):
-    return _blend(np.float32(0), image, factor)
+    return _blend(0.0, image, factor)
 
 
 def adjust_saturation(image, factor):
     """PIL ``ImageEnhance.Color``: blend with the grey (ITU-R 601 luma) version of the image."""
-    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    # Full-shape operand: numpy broadcasting over a trailing axis of 3 is ~10x slower.
-    return _blend(grey.astype(np.float32), image, factor)
+    return _blend(cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB), image, factor)
 
 
 def adjust_contrast(image, factor):
     """PIL ``ImageEnhance.Contrast``: blend with a flat image at the rounded mean of the grey image."""
     mean = int(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean() + 0.5)
-    return _blend(np.float32(mean), image, factor)
+    return _blend(float(mean), image, factor)
 
 
 _SMOOTH_KERNEL = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0
@@ -207,7 +212,7 @@ def adjust_sharpness(image, factor):
     smooth = cv2.filter2D(image, -1, _SMOOTH_KERNEL)  # rounds to uint8, as PIL's filter does
     smooth[[0, -1]] = image[[0, -1]]
     smooth[:, [0, -1]] = image[:, [0, -1]]
-    return _blend(smooth.astype(np.float32), image, factor)
+    return _blend(smooth, image, factor)
 
 
 class RandomColorJitter:
@@ -225,14 +230,18 @@ class RandomColorJitter:
         return image, label
 
 
+def _normalize_table(mean, std):
+    """``[256, 3]`` float32: the normalised value of every uint8 level, per channel."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    return (levels - np.asarray(mean, np.float32) * 255) / (np.asarray(std, np.float32) * 255)
+
+
 class Normalize:
     """uint8 RGB ``[H, W, 3]`` -> float32 ``(image / 255 - mean) / std``, still ``[H, W, 3]``."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        levels = np.arange(256, dtype=np.float32)[:, None]
-        mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
-        # A [256, 1, 3] table of every normalised level: cv2.LUT is ~20x faster than numpy broadcasting here.
-        self.table = ((levels - mean * 255) / (std * 255)).reshape(256, 1, 3)
+        # A table lookup is ~20x faster than numpy broadcasting over the channel axis.
+        self.table = _normalize_table(mean, std).reshape(256, 1, 3)
 
     def __call__(self, image, label, rng=None):
         return cv2.LUT(np.ascontiguousarray(image, dtype=np.uint8), self.table), label
@@ -246,6 +255,20 @@ class ToCHW:
         return image, np.ascontiguousarray(label, dtype=np.int64)
 
 
+class NormalizeToCHW:
+    """``Normalize`` then ``ToCHW`` in one pass (each channel looked up straight into its plane): half the time."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.tables = [np.ascontiguousarray(column) for column in _normalize_table(mean, std).T]
+
+    def __call__(self, image, label, rng=None):
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        out = np.empty((3,) + image.shape[:2], dtype=np.float32)
+        for channel, (plane, table) in enumerate(zip(cv2.split(image), self.tables)):
+            cv2.LUT(plane, table, dst=out[channel])
+        return out, np.ascontiguousarray(label, dtype=np.int64)
+
+
 def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=True):
     """The seed's training transform: random scale (short side 0.75-2.0 x base), flip, pad, crop, blur, jitter."""
     if scale:
@@ -257,14 +280,20 @@ def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=Tr
         transforms.append(RandomGaussianBlur())
     if jitter:
         transforms.append(RandomColorJitter())
-    return Compose(transforms + [Normalize(), ToCHW()])
+    return Compose(transforms + [NormalizeToCHW()])
 
 
 def build_val_transform():
     """Whole-image evaluation: only normalise (the inference code does any resizing)."""
-    return Compose([Normalize(), ToCHW()])
+    return Compose([NormalizeToCHW()])
 
 
-def set_cv2_threads(worker_id=None, threads=1):
-    """``worker_init_fn`` for ``paddle.io.DataLoader``: one OpenCV thread per worker, so workers don't oversubscribe."""
-    cv2.setNumThreads(threads)
+def limit_cv2_threads(num_workers):
+    """Call in the main process before building a DataLoader: with worker processes, OpenCV gets one thread
+    (workers inherit it at fork), so the workers do not oversubscribe the cores.
+
+    Not a ``worker_init_fn`` on purpose: with OpenCV 4.10, ``cv2.setNumThreads`` inside a forked worker deadlocks
+    once the parent has used OpenCV's thread pool (e.g. ``cv2.GaussianBlur``).
+    """
+    if num_workers > 0:
+        cv2.setNumThreads(1)

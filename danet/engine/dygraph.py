@@ -7,7 +7,7 @@ import paddle
 
 from danet import build_model, checkpoint, weights
 from danet.checkpoint import save_arrays
-from danet.engine.common import build_optimizer, build_scheduler, model_config
+from danet.engine.common import build_optimizer, build_scheduler, model_config, rename_state
 from danet.inference import dygraph_predict_fn
 from danet.losses import danet_loss
 
@@ -62,7 +62,7 @@ class DygraphStep:
     def write_files(self, folder):
         save_arrays(os.path.join(folder, "model.pdparams"), {k: v.numpy() for k, v in self.model.state_dict().items()})
         names = {p.name: k for k, p in self.model.named_parameters()}
-        paddle.save(_rename(self.optimizer.state_dict(), names), os.path.join(folder, "model.pdopt"))
+        paddle.save(rename_state(self.optimizer.state_dict(), names), os.path.join(folder, "model.pdopt"))
         if self.scaler is not None:
             paddle.save(self.scaler.state_dict(), os.path.join(folder, "scaler.pdparams"))
 
@@ -70,22 +70,8 @@ class DygraphStep:
         weights.load_into(self.model, ckpt_dir, strict=True)
         opt_state = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt"))
         opt_state = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in opt_state.items()}
-        opt_state = _rename(opt_state, {k: p.name for k, p in self.model.named_parameters()})
+        opt_state = rename_state(opt_state, {k: p.name for k, p in self.model.named_parameters()})
         self.optimizer.set_state_dict(opt_state)
         self.scheduler.set_state_dict(state["scheduler"])
         if self.scaler is not None and os.path.exists(os.path.join(ckpt_dir, "scaler.pdparams")):
             self.scaler.load_state_dict(checkpoint.safe_load(os.path.join(ckpt_dir, "scaler.pdparams")))
-
-
-def _rename(opt_state, names):
-    """Re-key optimizer state (``<param>_velocity_0``) by ``names`` {old param name: new}.
-
-    Paddle keys it by generated parameter names (``conv2d_17.w_0``) that depend on how many layers
-    the process built before; checkpoints use structured names so any process can resume them.
-    Keys of no listed parameter (the LR scheduler, old checkpoints) are kept as they are.
-    """
-    out = {}
-    for key, value in opt_state.items():
-        owner = max((n for n in names if key.startswith(n + "_")), key=len, default=None)
-        out[names[owner] + key[len(owner):] if owner else key] = value
-    return out

@@ -6,7 +6,6 @@ checkpoints and resume.
 """
 import logging
 import math
-import os
 import sys
 import time
 

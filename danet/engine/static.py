@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 
 from danet import build_model, checkpoint, weights
-from danet.engine.common import build_optimizer, build_scheduler, model_config
+from danet.engine.common import build_optimizer, build_scheduler, model_config, rename_state
 from danet.errors import UserError
 from danet.losses import danet_loss
 
@@ -120,7 +120,18 @@ class StaticStep:
     def restore(self, ckpt_dir, state):
         arrays = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdparams"))
         arrays.update(checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt")))
+        saved = _saved_names(ckpt_dir, self.names)
+        arrays = rename_state(arrays, {saved[k]: p for k, p in self.names.items() if k in saved})
         expected = {k: np.empty(self._shape(p), np.uint8) for k, p in self.names.items()}  # shapes only
         weights.match(expected, {k: arrays[p] for k, p in self.names.items() if p in arrays}, ckpt_dir)
         self._set({k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
         self.scheduler.set_state_dict(state["scheduler"])
+
+
+def _saved_names(ckpt_dir, default):
+    """{structured name: program name} of the process that wrote ``ckpt_dir`` (its names.json)."""
+    path = os.path.join(ckpt_dir, weights.NAMES_FILE)
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)

@@ -27,6 +27,11 @@ def _contiguous(tensor):
     return tensor if is_contiguous is None or is_contiguous() else tensor.contiguous()
 
 
+def _shape(x):
+    """The shape to reshape back to: a list in dygraph, a tensor in a Program (sizes unknown when it is built)."""
+    return x.shape if paddle.in_dynamic_mode() else paddle.shape(x)
+
+
 def _gamma(layer, param_attr):
     return layer.create_parameter(
         shape=[1], dtype="float32", attr=param_attr() if param_attr else None,
@@ -95,7 +100,7 @@ class PositionAttention(nn.Layer):
             out = self._chunked(_contiguous(q), k, _contiguous(v))
         else:
             out = attend(q, k, v)
-        out = _cast(out.transpose([0, 2, 1]), x.dtype).reshape(paddle.shape(x))  # [B, C, H, W]
+        out = _cast(out.transpose([0, 2, 1]), x.dtype).reshape(_shape(x))  # [B, C, H, W]
         return self.gamma * out + x
 
     def _chunked(self, q, k, v):
@@ -155,5 +160,5 @@ class ChannelAttention(nn.Layer):
         # numbers and skips Paddle's slow max backward (measured: 1/6 of a ResNet-50 training step on the CPU).
         energy = energy.max(axis=-1, keepdim=True).detach() - energy
         out = paddle.bmm(F.softmax(energy, axis=-1), a)                # [B, C, N]
-        out = _cast(out, x.dtype).reshape(paddle.shape(x))
+        out = _cast(out, x.dtype).reshape(_shape(x))
         return self.gamma * out + x

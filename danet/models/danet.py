@@ -64,6 +64,8 @@ class DANet(nn.Layer):
     def forward(self, x):
         size = paddle.shape(x)[2:] if not paddle.in_dynamic_mode() else x.shape[2:]
         outputs = self.head(self.backbone(x)[-1])
+        if not self.training:
+            outputs = outputs[:1]  # only the fused logits are returned: upsample just them (3x less time and memory)
         outputs = [F.interpolate(o, size=size, mode="bilinear", align_corners=True) for o in outputs]
         return tuple(outputs) if self.training else outputs[0]
 

@@ -8,6 +8,7 @@ original DANet code), and ``multi_grid`` gives layer4's blocks the dilations in 
 import paddle.nn as nn
 
 from danet.errors import UserError
+from danet.models.lowmem import StripConv2D
 
 DEPTHS = {
     "resnet18": ("basic", [2, 2, 2, 2]),
@@ -22,8 +23,8 @@ def conv_bn(in_ch, out_ch, kernel, stride=1, dilation=1, param_attr=None):
     """Conv (no bias) + BatchNorm; padding keeps the size for odd kernels at any dilation."""
     padding = dilation * (kernel - 1) // 2
     return nn.Sequential(
-        nn.Conv2D(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation,
-                  weight_attr=param_attr() if param_attr else None, bias_attr=False),
+        StripConv2D(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation,
+                    weight_attr=param_attr() if param_attr else None, bias_attr=False),
         nn.BatchNorm2D(out_ch, momentum=0.9, epsilon=1e-5,
                        weight_attr=param_attr() if param_attr else None,
                        bias_attr=param_attr() if param_attr else None),

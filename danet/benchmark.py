@@ -1,0 +1,400 @@
+"""Speed and memory of DANet on this machine, optionally side by side with PaddleSeg's DANet.
+
+Every measurement runs in a fresh Python process, so its peak resident memory (the kernel's high-water
+mark) is its own and no measurement warms up or fragments the next one. The training measurements time
+the real training step of each graph mode (``DygraphStep`` / ``StaticStep`` built from the same flags as
+the trainers), the evaluation ones the real inference path (:func:`danet.inference.predict`), the data one
+``SegDataset`` with the training transform on a 1024x2048 image, pinned to one core.
+
+``tools/benchmark.py`` is the command line; :func:`run` returns the report (a dict, also written as JSON).
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "data")
+PEER_SCRIPT_ENV = "DANET_PEER_SCRIPT"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python tools/benchmark.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="resnet50", help="ResNet depth (default: %(default)s)")
+    p.add_argument("--num_classes", type=int, default=19, help="classes (default: %(default)s)")
+    p.add_argument("--crop_size", type=int, default=256, help="training crop and sliding window (default: 256)")
+    p.add_argument("--batch_size", type=int, default=2, help="training images per step (default: %(default)s)")
+    p.add_argument("--eval_size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="evaluation image size (default: 2 x crop square, the PaddleSeg script's forward pass)")
+    p.add_argument("--window_batch", type=int, default=2, help="sliding windows per forward pass (default: 2)")
+    p.add_argument("--threads", type=int, default=0, help="CPU math threads, 0 = all cores (default: 0)")
+    p.add_argument("--iters", type=int, default=5, help="timed training steps (default: %(default)s)")
+    p.add_argument("--eval_iters", type=int, default=3, help="timed evaluation images (default: %(default)s)")
+    p.add_argument("--data_iters", type=int, default=30, help="timed data samples (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default: %(default)s)")
+    p.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS), metavar="NAME",
+                   help=f"measurements to run (default: all of {' '.join(MEASUREMENTS)})")
+    p.add_argument("--recompute", action="store_true", help="recompute position attention in the backward pass")
+    p.add_argument("--amp", action="store_true", help="mixed precision O1 (GPU only)")
+    p.add_argument("--cuda", action="store_true", help="run on the GPU")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--peer", default=None, metavar="PYTHON",
+                   help="the Python of a PaddleSeg venv (../shared/bench/setup_peer_venv.sh): time its DANet too")
+    p.add_argument("--peer_script", default=None, metavar="PATH",
+                   help=f"the peer timing script (default: ${PEER_SCRIPT_ENV} or ../shared/bench/peer_paddleseg.py)")
+    p.add_argument("--peer_steps", type=int, default=5, help="timed peer training steps (default: %(default)s)")
+    p.add_argument("--peer_rounds", type=int, default=1, help="ours/theirs alternations per setting (default: 1)")
+    p.add_argument("--worker", choices=MEASUREMENTS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("num_classes", "crop_size", "batch_size", "window_batch", "iters", "eval_iters", "data_iters"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0 or args.threads < 0:
+        parser.error("--warmup and --threads must be >= 0")
+    if args.eval_size is None:
+        args.eval_size = [2 * args.crop_size, 2 * args.crop_size]
+    if args.peer and args.batch_size != 2:
+        parser.error("--peer compares at the PaddleSeg script's batch of 2: use --batch_size 2")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- in the worker
+
+
+def peak_memory():
+    """Peak resident memory of this process in MiB (VmHWM; ru_maxrss where /proc is missing), and GPU peak."""
+    peak = None
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        scale = 1 / 2 ** 20 if sys.platform == "darwin" else 1 / 1024  # bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    out = {"peak_rss_mib": round(peak, 1)}
+    import paddle
+
+    if paddle.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
+        out["peak_gpu_mib"] = round(paddle.device.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
+def _timed(fn, warmup, iters):
+    """Median and all wall times of ``iters`` calls of fn after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), [round(t, 4) for t in times]
+
+
+def _train_args(args, entry):
+    from danet.options import parse as parse_flags
+
+    flags = ["--backbone", args.backbone, "--num_classes", str(args.num_classes), "--crop_size", str(args.crop_size),
+             "--batch_size", str(args.batch_size), "--threads", str(args.threads), "--num_workers", "0"]
+    flags += ["--recompute"] * args.recompute + ["--amp"] * args.amp + ["--cuda"] * args.cuda
+    return parse_flags(entry, flags)
+
+
+def _batch(args, rng):
+    images = rng.normal(size=(args.batch_size, 3, args.crop_size, args.crop_size)).astype(np.float32)
+    labels = rng.integers(0, args.num_classes, size=(args.batch_size, args.crop_size, args.crop_size))
+    labels[:, :8] = 255  # a void band, as real labels have
+    return images, labels.astype(np.int64)
+
+
+def measure_train(args, mode):
+    """Images/s of the trainers' own step (forward, loss, backward, Momentum, LR step) on random data."""
+    import paddle
+
+    from danet.runtime import seed_everything, setup_device
+
+    flags = _train_args(args, "train_dygraph" if mode == "dygraph" else "train_executor")
+    device = setup_device(flags.cuda, flags.threads)
+    seed_everything(flags.seed)
+    if mode == "dygraph":
+        from danet.engine.dygraph import DygraphStep
+
+        step = DygraphStep(flags, steps_per_epoch=1000)
+    else:
+        from danet.engine.static import StaticStep
+
+        paddle.enable_static()  # this worker process is an entry point of its own
+        step = StaticStep(flags, steps_per_epoch=1000)
+    images, labels = _batch(args, np.random.default_rng(0))
+    losses = []
+    median, times = _timed(lambda: losses.append(step.run(images, labels)[0]), args.warmup, args.iters)
+    if not np.isfinite(losses).all():
+        raise RuntimeError(f"the {mode} training step gave non-finite losses {losses}")
+    return {"images_per_s": args.batch_size / median, "s_per_iter": median, "times": times, "device": device}
+
+
+def measure_eval(args, slide):
+    """Images/s of danet.inference.predict: the whole image in one pass, or crop_size windows (stride 2/3)."""
+    from danet import build_model
+    from danet.engine.common import model_config
+    from danet.inference import dygraph_predict_fn, predict
+    from danet.runtime import seed_everything, setup_device
+
+    flags = _train_args(args, "train_dygraph")
+    device = setup_device(flags.cuda, flags.threads)
+    seed_everything(flags.seed)
+    model = build_model(**model_config(flags))
+    model.eval()
+    height, width = args.eval_size
+    image = np.random.default_rng(0).normal(size=(3, height, width)).astype(np.float32)
+    crop = args.crop_size if slide else max(height, width)
+    predict_fn = dygraph_predict_fn(model, args.window_batch)
+
+    def one():
+        predict(predict_fn, image, args.num_classes, base_size=None, crop_size=crop, window_batch=args.window_batch)
+
+    median, times = _timed(one, min(args.warmup, 1), args.eval_iters)
+    return {"images_per_s": 1 / median, "s_per_iter": median, "times": times, "device": device,
+            "size": [height, width], "window": crop}
+
+
+def measure_data(args):
+    """Samples/s of SegDataset + the training transform (random scale, 768 crop) on a 1024x2048 image, one core."""
+    import cv2
+
+    from danet.data.cityscapes import SegDataset
+    from danet.data.synthetic import make_synthetic_dataset
+    from danet.data.transforms import build_train_transform
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as one loader worker has
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_synthetic_dataset(tmp, num_train=1, num_val=1, height=1024, width=2048)
+        dataset = SegDataset(os.path.dirname(root), "train", os.path.basename(root),
+                             build_train_transform(1024, 768, scale=True), num_classes=args.num_classes)
+        png_mib = os.path.getsize(dataset.image_paths[0]) / 2 ** 20
+        np.random.seed(0)
+        shapes = set()
+        median, times = _timed(lambda: shapes.add(dataset[0][0].shape), args.warmup, args.data_iters)
+        read_s, _ = _timed(lambda: dataset.read(0), 1, max(3, args.data_iters // 3))
+    if shapes != {(3, 768, 768)}:
+        raise RuntimeError(f"the training transform gave images of shapes {shapes}, expected (3, 768, 768)")
+    # How the time splits: decoding the two PNGs (and checking the label) vs the transform.
+    return {"samples_per_s_per_core": 1 / median, "s_per_iter": median, "mean_s": float(np.mean(times)),
+            "read_s": read_s, "transform_s": max(median - read_s, 0.0), "times": times, "source": [1024, 2048],
+            "crop": 768, "png_mib": round(png_mib, 2)}
+
+
+def run_worker(args):
+    """One measurement in this process; the result (with peak memory) goes to ``--worker_out`` as JSON."""
+    logging.getLogger("danet").setLevel(logging.WARNING)
+    if args.worker.startswith("train_"):
+        result = measure_train(args, args.worker[len("train_"):])
+    elif args.worker.startswith("eval_"):
+        result = measure_eval(args, slide=args.worker == "eval_slide")
+    else:
+        result = measure_data(args)
+    result.update(peak_memory())
+    with open(args.worker_out, "w") as f:
+        json.dump(result, f)
+
+
+# ----------------------------------------------------------------------------------------------- in the parent
+
+
+def _forwarded(args):
+    """The flags that shape a measurement, for the worker's command line."""
+    argv = ["--backbone", args.backbone, "--num_classes", str(args.num_classes), "--crop_size", str(args.crop_size),
+            "--batch_size", str(args.batch_size), "--eval_size", *map(str, args.eval_size),
+            "--window_batch", str(args.window_batch), "--threads", str(args.threads), "--iters", str(args.iters),
+            "--eval_iters", str(args.eval_iters), "--data_iters", str(args.data_iters), "--warmup", str(args.warmup)]
+    return argv + ["--recompute"] * args.recompute + ["--amp"] * args.amp + ["--cuda"] * args.cuda
+
+
+def _env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH")) if p)
+    env.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines would drown the table
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def measure(name, args, env=None):
+    """Run one measurement in a fresh process; its result dict, or {'error': last lines of its output}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        cmd = [sys.executable, "-m", "danet.benchmark", "--worker", name, "--worker_out", out] + _forwarded(args)
+        start = time.time()
+        proc = subprocess.run(cmd, env=_env(env), cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        if proc.returncode != 0 or not os.path.exists(out):
+            tail = [line for line in proc.stdout.splitlines() if line.strip()][-5:]
+            log.error("%s failed (exit %d): %s", name, proc.returncode, " | ".join(tail))
+            return {"error": " | ".join(tail), "exit_code": proc.returncode}
+        with open(out) as f:
+            result = json.load(f)
+    result["wall_s"] = round(time.time() - start, 1)
+    log.info("%s: %s", name, _summary(name, result))
+    return result
+
+
+def _summary(name, r):
+    if "error" in r:
+        return "FAILED"
+    rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
+    return f"{rate:.3f}/s, {r['s_per_iter']:.3f} s/iter, peak RSS {r['peak_rss_mib']:.0f} MiB"
+
+
+def find_peer_script(path=None):
+    from danet.errors import UserError
+
+    candidates = [path] if path else [os.environ.get(PEER_SCRIPT_ENV),
+                                      os.path.join(_REPO, "..", "shared", "bench", "peer_paddleseg.py")]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    raise UserError(f"peer script not found (tried {[c for c in candidates if c]}): give --peer_script PATH")
+
+
+def measure_peer(python, script, crop, steps, env=None):
+    """The PaddleSeg script's JSON line: its train step and 2*crop forward, run by the peer venv's Python."""
+    start = time.time()
+    proc = subprocess.run([python, script, str(crop), str(steps)], env=_env(env), capture_output=True,
+                          text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join([line for line in proc.stderr.splitlines() if line.strip()][-3:])
+        log.error("peer failed (exit %d): %s", proc.returncode, tail)
+        return {"error": tail, "exit_code": proc.returncode}
+    result = json.loads(lines[-1])
+    eval_s = result[f"eval_fwd_s_median_{2 * crop}"]
+    result.update(images_per_s_train=result["train_img_per_s"], images_per_s_eval=1 / eval_s,
+                  wall_s=round(time.time() - start, 1))
+    log.info("peer: train %.3f img/s, eval %.3f img/s", result["images_per_s_train"], result["images_per_s_eval"])
+    return result
+
+
+# The two settings of the comparison: each side's defaults, and both on two math threads.
+SETTINGS = {
+    "default threads": ({"OMP_NUM_THREADS": None}, 0),
+    "2 threads": ({"OMP_NUM_THREADS": "2"}, 2),
+}
+
+
+def compare_with_peer(args):
+    """Alternate ours and PaddleSeg's at the same shapes, per thread setting; returns {setting: rows}."""
+    import copy
+
+    script = find_peer_script(args.peer_script)
+    ours_names = [n for n in ("train_dygraph", "train_static", "eval_whole") if n in args.only]
+    runs = {setting: {"ours": [], "peer": []} for setting in SETTINGS}
+    for _ in range(args.peer_rounds):
+        for setting, (env, threads) in SETTINGS.items():
+            ours_args = copy.copy(args)
+            ours_args.threads = threads
+            log.info("--- %s: ours", setting)
+            runs[setting]["ours"].append({n: measure(n, ours_args, env) for n in ours_names})
+            log.info("--- %s: PaddleSeg", setting)
+            runs[setting]["peer"].append(measure_peer(args.peer, script, args.crop_size, args.peer_steps, env))
+    return {setting: dict(_ratios(r["ours"], r["peer"]), runs=r) for setting, r in runs.items()}
+
+
+def _best(results, key):
+    values = [r[key] for r in results if key in r]
+    return max(values) if values else None
+
+
+def _ratios(ours_runs, peer_runs):
+    """Best images/s of each side over the rounds, and ours / theirs."""
+    peer_train, peer_eval = _best(peer_runs, "images_per_s_train"), _best(peer_runs, "images_per_s_eval")
+    rows = {}
+    for name, peer in (("train_dygraph", peer_train), ("train_static", peer_train), ("eval_whole", peer_eval)):
+        ours = _best([run[name] for run in ours_runs if name in run], "images_per_s")
+        if ours is not None and peer:
+            rows[name] = {"ours_images_per_s": ours, "peer_images_per_s": peer, "ratio": ours / peer}
+    return {"rows": rows}
+
+
+def environment():
+    import paddle
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"paddle": paddle.__version__, "python": platform.python_version(), "cpu": platform.processor() or
+            platform.machine(), "cores": cores, "load_1min_at_start": load, "time": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def run(args):
+    """All requested measurements (and the peer comparison); returns the report dict, writes --json."""
+    report = {"config": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
+              "environment": environment(), "results": {}}
+    for name in args.only:
+        report["results"][name] = measure(name, args)
+    if args.peer:
+        report["peer"] = compare_with_peer(args)
+    report["environment"]["load_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+def format_report(report):
+    """The report as text tables: our measurements, then ours vs PaddleSeg per thread setting."""
+    cfg, env = report["config"], report["environment"]
+    lines = [f"DANet-{cfg['backbone']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, eval "
+             f"{cfg['eval_size'][0]}x{cfg['eval_size'][1]}, threads {cfg['threads'] or 'all'} | Paddle "
+             f"{env['paddle']}, {env['cores']} cores, load {env['load_1min_at_start']:.1f}",
+             f"{'measurement':<16}{'rate':>12}  {'unit':<18}{'s/iter':>9}{'peak RSS MiB':>14}{'GPU MiB':>9}"]
+    units = {"data": "samples/s/core"}
+    for name, r in report["results"].items():
+        if "error" in r:
+            lines.append(f"{name:<16}{'FAILED':>12}  {r['error'][:80]}")
+            continue
+        rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
+        lines.append(f"{name:<16}{rate:>12.3f}  {units.get(name, 'images/s'):<18}{r['s_per_iter']:>9.3f}"
+                     f"{r['peak_rss_mib']:>14.0f}{r.get('peak_gpu_mib', float('nan')):>9.0f}")
+    for setting, block in report.get("peer", {}).items():
+        lines.append(f"ours vs PaddleSeg 2.8.0 DANet-R50_vd, {setting}:")
+        lines.append(f"  {'measurement':<16}{'ours img/s':>12}{'theirs img/s':>14}{'ratio':>8}")
+        for name, row in block["rows"].items():
+            lines.append(f"  {name:<16}{row['ours_images_per_s']:>12.3f}{row['peer_images_per_s']:>14.3f}"
+                         f"{row['ratio']:>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point of tools/benchmark.py; returns the report."""
+    from danet.runtime import run_main, setup_logging
+
+    args = parse(argv)
+    if args.worker:
+        return run_worker(args)
+    setup_logging()
+    return run_main(run, args)
+
+
+if __name__ == "__main__":
+    main()

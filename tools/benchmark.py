@@ -1,0 +1,19 @@
+"""Benchmark DANet here: training images/s in both graph modes, evaluation images/s (whole image and sliding
+window), data-pipeline samples/s at Cityscapes size, peak memory; optionally side by side with PaddleSeg.
+
+    PYTHONPATH=. python tools/benchmark.py --json bench.json
+    PYTHONPATH=. python tools/benchmark.py --peer /tmp/peer/bin/python --only train_dygraph train_static eval_whole
+    PYTHONPATH=. python tools/benchmark.py --backbone resnet101 --only eval_whole --eval_size 1024 2048 \\
+        --eval_iters 1 --warmup 0
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from danet.benchmark import format_report, main  # noqa: E402
+
+if __name__ == "__main__":
+    report = main()
+    if report:
+        print(format_report(report))
