@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -34,11 +35,15 @@ _SAFE_GLOBALS = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle names a class or function outside the allowed list (it could run code)."""
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        raise _Refused(f"it asks for {module}.{name}")
 
 
 def safe_load(path):
@@ -51,10 +56,10 @@ def safe_load(path):
             obj = _SafeUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise UserError(f"checkpoint file {path} does not exist") from None
-    except pickle.UnpicklingError as e:
-        raise UserError(f"{path} is not a plain weight file ({e}); only arrays and containers are loaded, "
-                        "never code: re-save it with paddle.save(model.state_dict())") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except _Refused as e:
+        raise UserError(f"refusing to load {path}: {e}, and only arrays and plain containers are loaded, never code; "
+                        "use a checkpoint you trust, re-saved with paddle.save(model.state_dict())") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
         raise UserError(f"{path} is truncated or not a Paddle weight file ({type(e).__name__}: {e}); "
                         "use another checkpoint") from None
     if not isinstance(obj, dict):
@@ -144,7 +149,8 @@ def save_checkpoint(save_dir, name, write_files, state, pointers=("latest",)):
 def prune(save_dir, keep, prefix="epoch_"):
     """Delete the oldest ``prefix*`` checkpoints beyond ``keep``, never one a pointer names."""
     protected = {read_pointer(save_dir, p) for p in POINTERS}
-    names = sorted(n for n in os.listdir(save_dir) if n.startswith(prefix) and os.path.isdir(os.path.join(save_dir, n)))
+    pattern = re.compile(re.escape(prefix) + r"\d+$")  # epoch_0005, not a converted epoch_0005-dygraph beside it
+    names = sorted(n for n in os.listdir(save_dir) if pattern.match(n) and os.path.isdir(os.path.join(save_dir, n)))
     for name in names[:-keep] if keep > 0 else names:
         path = os.path.join(save_dir, name)
         if path not in protected:

@@ -165,6 +165,8 @@ def convert(src, dst, to=None, config=None, replace=False, source=None):
         raise UserError(f"{info['path']} has no state.json with the model config: give the model flags "
                         "(--backbone, --num_classes, --dilated, --multi_grid) it was trained with")
     dst = os.path.normpath(dst)
+    if os.path.abspath(dst) in (os.path.abspath(info["path"]), os.path.abspath(os.path.dirname(info["path"]))):
+        raise UserError(f"{dst} is the source itself: write the conversion somewhere else")
     if os.path.exists(dst) and not replace:
         raise UserError(f"{dst} already exists: choose another destination or delete it")
     if to == "executor" and dst.endswith(".pdparams"):

@@ -53,8 +53,9 @@ def _write(path, image_bgr_or_gray):
 
 
 def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_size=768, scales=None,
-                   multi_scales=False, flip=False, stride_rate=2 / 3, window_batch=2, alpha=0.5):
-    """Segment every image of ``inputs``; write ``color/``, ``overlay/`` and ``trainid/`` PNGs under ``output_dir``.
+                   multi_scales=False, flip=False, stride_rate=2 / 3, window_batch=2, alpha=0.5, limit=0):
+    """Segment every image of ``inputs`` (the first ``limit`` if > 0); write ``color/``, ``overlay/``,
+    ``trainid/`` and ``side_by_side/`` (image | colour mask | overlay) PNGs under ``output_dir``.
 
     ``base_size`` is the long side at scale 1.0 (None: each image's own). Returns the written paths.
     """
@@ -62,7 +63,8 @@ def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_
     normalise = build_val_transform()
     scales = tuple(scales or (MULTI_SCALES if multi_scales else (1.0,)))
     written = []
-    for path, name in list_images(inputs):
+    images = list_images(inputs)
+    for path, name in images[:limit] if limit > 0 else images:
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
             raise UserError(f"cannot read image {path} (truncated or not an image)")
@@ -72,8 +74,9 @@ def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_
                              window_batch)
         color = colorize(pred)
         stem = os.path.splitext(name)[0] + ".png"
-        outputs = {"color": cv2.cvtColor(color, cv2.COLOR_RGB2BGR),
-                   "overlay": cv2.cvtColor(overlay(rgb, color, alpha), cv2.COLOR_RGB2BGR), "trainid": pred}
+        blend = overlay(rgb, color, alpha)
+        outputs = {"color": cv2.cvtColor(color, cv2.COLOR_RGB2BGR), "overlay": cv2.cvtColor(blend, cv2.COLOR_RGB2BGR),
+                   "trainid": pred, "side_by_side": cv2.cvtColor(np.hstack([rgb, color, blend]), cv2.COLOR_RGB2BGR)}
         for kind, array in outputs.items():
             _write(os.path.join(output_dir, kind, stem), array)
             written.append(os.path.join(output_dir, kind, stem))

@@ -116,9 +116,16 @@ DESCRIPTIONS = {
 }
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A flag mistake is one line on stderr (argparse's default puts it under a 30-line usage text)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(entry):
     """``entry`` is 'train_executor', 'train_dygraph' or 'eval'."""
-    p = argparse.ArgumentParser(prog=f"python -m danet.{entry}", description=DESCRIPTIONS[entry])
+    p = _OneLineErrors(prog=f"python -m danet.{entry}", description=DESCRIPTIONS[entry])
     _model_flags(p)
     _data_flags(p)
     _runtime_flags(p)

@@ -6,7 +6,8 @@ import numpy as np
 import paddle
 
 from danet.data.cityscapes import SegDataset
-from danet.data.transforms import build_train_transform, build_val_transform
+from danet.data.loader import WorkerLoader
+from danet.data.transforms import build_train_transform, build_val_transform, limit_cv2_threads
 from danet.engine.loop import Trainer
 from danet.errors import UserError
 from danet.options import parse
@@ -42,9 +43,10 @@ def build_loader(args, world_size):
     sampler = paddle.io.DistributedBatchSampler(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True)
     if args.num_workers == 0:
         return InlineLoader(train_set, sampler), sampler
+    limit_cv2_threads(args.num_workers)  # before the workers fork: they inherit one OpenCV thread each
     loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=args.num_workers, return_list=True,
                                   use_shared_memory=False)
-    return loader, sampler
+    return WorkerLoader(loader, debug=args.debug), sampler
 
 
 class InlineLoader:

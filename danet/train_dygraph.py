@@ -6,6 +6,7 @@ import sys
 def main(argv=None):
     # Read by Paddle when it loads: the static executor's worker threads fight the math threads on a CPU.
     os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
+    os.environ.setdefault("GLOG_minloglevel", "1")  # Paddle's C++ INFO lines ("New Executor is Running") are noise
     from danet.train import main as _main
 
     return _main("train_dygraph", argv)

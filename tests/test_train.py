@@ -187,6 +187,45 @@ def test_a_diverging_run_stops_at_the_nan_and_leaves_a_resumable_checkpoint(fini
     assert_same_arrays(arrays(save_dir / "epoch_0002")[0], arrays(full_dir / "epoch_0002")[0])
 
 
+def test_an_executor_checkpoint_whose_program_names_differ_is_restored_by_structured_name(finished_runs, tmp_path):
+    """Program names come from a per-process counter, so another process (other model code, another Paddle) may
+    give two same-shaped layers each other's names; resume must follow names.json, not the names of today."""
+    from danet.engine.static import StaticStep
+    from danet.options import parse
+
+    full_dir, _ = finished_runs("executor")
+    ckpt = tmp_path / "epoch_0001"
+    shutil.copytree(full_dir / "epoch_0001", ckpt)
+    names = json.loads((ckpt / "names.json").read_text())
+    a, b = "backbone.layer1.0.conv1.0.weight", "backbone.layer1.0.conv2.0.weight"
+    pa, pb = names[a], names[b]
+    swap = {pa: pb, pb: pa, pa + "_velocity_0": pb + "_velocity_0", pb + "_velocity_0": pa + "_velocity_0"}
+    for name in ("model.pdparams", "model.pdopt"):
+        stored = checkpoint.safe_load(str(ckpt / name))
+        checkpoint.save_arrays(str(ckpt / name), {swap.get(k, k): v for k, v in stored.items()})
+    names[a], names[b] = pb, pa
+    (ckpt / "names.json").write_text(json.dumps(names))
+    state = json.loads((ckpt / "state.json").read_text())
+    state["files"] = {n: os.path.getsize(ckpt / n) for n in state["files"]}
+    (ckpt / "state.json").write_text(json.dumps(state))
+
+    original = arrays(full_dir / "epoch_0001")
+    args = parse("train_executor", argv("executor", "unused", tmp_path))
+    paddle.enable_static()
+    try:
+        with paddle.static.scope_guard(paddle.static.Scope()):
+            step = StaticStep(args, steps_per_epoch=4)
+            step.restore(str(ckpt), checkpoint.read_state(str(ckpt)))
+            scope = paddle.static.global_scope()
+            restored = {k: np.array(scope.find_var(p).get_tensor()) for k, p in step.names.items()}
+            velocity = np.array(scope.find_var(step.names[a] + "_velocity_0").get_tensor())
+    finally:
+        paddle.disable_static()
+    assert_same_arrays(restored, original[0])
+    np.testing.assert_array_equal(velocity, original[1][json.loads((full_dir / "epoch_0001" / "names.json")
+                                                                   .read_text())[a] + "_velocity_0"])
+
+
 def test_steps_per_epoch_come_from_the_loader_unless_given(data, tmp_path, monkeypatch):
     from danet.engine.loop import Trainer
 

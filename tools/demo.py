@@ -52,16 +52,15 @@ def main(argv=None):
     convert = ["--change_executor_to_dygraph"] if args.mode == "executor" else []
     run([py, "-m", "danet.eval", "--save_model", os.path.join(save_dir, "best"), "--save_predictions", "--flip"]
         + convert + model_flags)
-    pictures = os.path.join(out_dir, "side_by_side")
-    run([py, "tools/predict.py", "--save_model", os.path.join(save_dir, "best"), "--backbone", "resnet18",
-         "--base_size", "256", "--crop_size", "128", "--output_dir", pictures, "--side_by_side", "--limit", "4",
-         os.path.join(data_dir, "leftImg8bit", "val")])
+    pictures = os.path.join(out_dir, "pictures")
+    run([py, "tools/predict.py", "--save_model", os.path.join(save_dir, "best"), "--crop_size", "128",
+         "--output_dir", pictures, "--limit", "4", os.path.join(data_dir, "leftImg8bit", "val")])
     with open(os.path.join(ROOT, out_dir, "metrics.json")) as f:
         miou = json.load(f)["miou"]
     print(f"\nDone in {time.time() - start:.0f} s. mIoU on the synthetic val split: {miou:.4f}")
     print(f"  checkpoints and train.log: {save_dir}/ (VisualDL: visualdl --logdir {save_dir}/vdl)")
     print(f"  metrics.json, per_class_iou.csv, predictions: {out_dir}/")
-    print(f"  input | colour mask | overlay pictures: {pictures}/")
+    print(f"  input | colour mask | overlay pictures: {pictures}/side_by_side/")
     return 0 if miou >= 0.5 else 1
 
 

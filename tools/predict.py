@@ -4,8 +4,8 @@
     python tools/predict.py --save_model ckpt img.png --base_size 2048 --crop_size 1024 --scales 0.75 1.0 1.25 --flip
 
 Writes ``color/<name>.png`` (Cityscapes palette), ``overlay/<name>.png`` (mask blended over the image
-with --alpha) and ``trainid/<name>.png`` under --output_dir (default output/predict); names keep the
-path below a folder input. Images are run at their own size unless --base_size (the long side at
+with --alpha), ``side_by_side/<name>.png`` (image | mask | overlay) and ``trainid/<name>.png`` under
+--output_dir (default output/predict); names keep the path below a folder input. Images are run at their own size unless --base_size (the long side at
 scale 1.0) is given; larger than --crop_size they are run by sliding windows. Any checkpoint format
 ``python -m danet.eval`` reads works here.
 """
@@ -40,8 +40,9 @@ def run(args):
     written = predict_images(model, config["num_classes"], args.inputs, args.output_dir or DEFAULT_OUTPUT,
                              base_size=base_size, crop_size=args.crop_size, scales=args.scales,
                              multi_scales=args.multi_scales, flip=args.flip, stride_rate=args.stride_rate,
-                             window_batch=args.window_batch, alpha=args.alpha)
-    print(f"wrote {len(written)} files under {args.output_dir or DEFAULT_OUTPUT} (color/, overlay/, trainid/)")
+                             window_batch=args.window_batch, alpha=args.alpha, limit=args.limit)
+    print(f"wrote {len(written)} files under {args.output_dir or DEFAULT_OUTPUT} "
+          "(color/, overlay/, trainid/, side_by_side/)")
     return written
 
 

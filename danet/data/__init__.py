@@ -8,7 +8,7 @@ _EXPORTS = {
     "cityscapes": ("CLASS_NAMES", "PALETTE", "LABEL_ID_TO_TRAIN_ID", "TRAIN_ID_TO_LABEL_ID", "colorize",
                    "read_list", "SegDataset"),
     "transforms": ("Compose", "RandomResizeShortSide", "RandomHorizontalFlip", "PadToSize", "RandomCrop",
-                   "RandomScaleCrop", "RandomGaussianBlur", "RandomColorJitter", "Normalize", "ToCHW",
+                   "RandomScaleCrop", "RandomGaussianBlur", "RandomColorJitter", "Normalize", "ToCHW", "NormalizeToCHW",
                    "build_train_transform", "build_val_transform", "limit_cv2_threads", "IGNORE_INDEX"),
     "synthetic": ("make_synthetic_dataset", "render_scene", "USED_TRAIN_IDS"),
     "prepare": ("prepare_cityscapes", "PrepareSummary"),
