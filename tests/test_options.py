@@ -80,7 +80,7 @@ def _help(entry):
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"python -m danet.{entry}" in result.stdout
-    return set(re.findall(r"^\s+(--[\w-]+)", result.stdout, re.M))  # flags that start a help entry
+    return set(re.findall(r"^  (--[\w-]+)", result.stdout, re.M))  # flags that start a help entry
 
 
 @pytest.mark.parametrize("entry", ["train_executor", "train_dygraph"])
