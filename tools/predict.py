@@ -6,8 +6,8 @@
 Writes ``color/<name>.png`` (Cityscapes palette), ``overlay/<name>.png`` (mask blended over the image
 with --alpha), ``side_by_side/<name>.png`` (image | mask | overlay) and ``trainid/<name>.png`` under
 --output_dir (default output/predict); names keep the path below a folder input. Images are run at
-their own size unless --base_size (the long side at scale 1.0) is given; larger than --crop_size they are run by sliding windows. Any checkpoint format
-``python -m danet.eval`` reads works here.
+their own size unless --base_size (the long side at scale 1.0) is given; larger than --crop_size they
+are run by sliding windows. Any checkpoint format ``python -m danet.eval`` reads works here.
 """
 import os
 import sys
