@@ -37,10 +37,10 @@ def build_parser():
                    help="evaluation image size (default: 2 x crop square, the PaddleSeg script's forward pass)")
     p.add_argument("--window_batch", type=int, default=2, help="sliding windows per forward pass (default: 2)")
     p.add_argument("--threads", type=int, default=0, help="CPU math threads, 0 = all cores (default: 0)")
-    p.add_argument("--iters", type=int, default=5, help="timed training steps (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=3, help="timed training steps (default: %(default)s)")
     p.add_argument("--eval_iters", type=int, default=3, help="timed evaluation images (default: %(default)s)")
     p.add_argument("--data_iters", type=int, default=30, help="timed data samples (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default: %(default)s)")
     p.add_argument("--only", nargs="+", choices=MEASUREMENTS, default=list(MEASUREMENTS), metavar="NAME",
                    help=f"measurements to run (default: all of {' '.join(MEASUREMENTS)})")
     p.add_argument("--recompute", action="store_true", help="recompute position attention in the backward pass")

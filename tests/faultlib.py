@@ -2,7 +2,7 @@
 
 ``run_entry`` starts ``python -m danet.<entry>`` in a fresh process (the real command line, with its real
 exit code and stderr); ``message_lines`` is what a user reads on stderr once the third-party warnings
-(Paddle's "No ccache found" on import, its C++ "W1121 ..." lines) are set aside.
+(Paddle's "No ccache found" on import, its C++ "W1121 ..." lines, libpng's "Read Error") are set aside.
 """
 import hashlib
 import os
@@ -15,6 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")  # "file.py:712: UserWarning: ..." (its source line follows)
 _GLOG_WARNING = re.compile(r"^W\d{4} [\d:.]+ +\d+ \S+:\d+\] ")  # Paddle's C++ "W1121 04:47:31.37 27699 x.cc:35] "
+_LIBPNG = re.compile(r"^libpng (error|warning): ")  # OpenCV < 4.11 lets libpng print on a truncated PNG
 
 
 def env():
@@ -37,13 +38,14 @@ def start_entry(entry, args, log_path):
 
 
 def message_lines(stderr):
-    """The lines of ``stderr`` a user reads, without library warnings: Python's (and their source line), glog's."""
+    """The lines of ``stderr`` from this project: without the warnings of Python (with their source line), glog
+    and libpng that libraries print on their own."""
     lines, skip = [], False
     for line in stderr.splitlines():
         if skip and line.startswith(" "):
             continue
         skip = bool(_WARNING.match(line))
-        if not skip and line.strip() and not _GLOG_WARNING.match(line):
+        if not skip and line.strip() and not _GLOG_WARNING.match(line) and not _LIBPNG.match(line):
             lines.append(line)
     return lines
 

@@ -39,9 +39,10 @@ class WorkerLoader:
         failures, exits = [], []
         previous_hook = threading.excepthook
         threading.excepthook = self._thread_hook(failures, previous_hook)
-        iterator, count = iter(self.loader), 0  # starts the workers and installs Paddle's SIGCHLD handler
-        previous_handler = _record_worker_exits(exits)
+        iterator, previous_handler, count = None, None, 0
         try:
+            iterator = iter(self.loader)  # starts the workers and installs Paddle's SIGCHLD handler
+            previous_handler = _record_worker_exits(exits)
             for batch in iterator:
                 count += 1
                 yield batch
@@ -49,7 +50,10 @@ class WorkerLoader:
             reader = getattr(iterator, "_thread", None)  # it may still be handing the worker's error to the hook
             if reader is not None and reader is not threading.current_thread():
                 reader.join(timeout=10)
-            raise _explain(failures, exits, e) from e
+            explained = _explain(failures, exits, e)
+            if explained is None:
+                raise
+            raise explained from e
         finally:
             _shut_down(iterator)
             threading.excepthook = previous_hook
@@ -96,7 +100,8 @@ def _shut_down(iterator):
 
 
 def _explain(failures, exits, error):
-    """The UserError to raise for the loader's ``error``, given the reader thread's ``failures``."""
+    """The UserError to raise for the loader's ``error``, given the reader thread's ``failures`` and the workers'
+    ``exits``; None when nothing says a worker failed (then the error is not ours to explain)."""
     for failure in failures:
         found = _LAST_ERROR_LINE.search(str(failure))
         if isinstance(failure, UserError) and found:
@@ -104,7 +109,9 @@ def _explain(failures, exits, error):
     if failures:
         last = str(failures[0]).strip().splitlines()[-1]
         return UserError(f"a data loader worker failed: {last}; run with --num_workers 0 --debug for the traceback")
-    found = [_EXIT.search(str(e)) for e in exits]
-    detail = found[0].group(0) if found and found[0] else str(error).strip().splitlines()[0]
-    return UserError(f"a data loader worker process died ({detail}; killed, or out of memory?): "
+    found = [m.group(0) for m in (_EXIT.search(str(e)) for e in exits) if m]
+    if not exits and "Blocking queue is killed" not in str(error):
+        return None
+    detail = f"{found[0]}; " if found else ""  # else a signal: Paddle only says its "Blocking queue is killed"
+    return UserError(f"a data loader worker process died ({detail}killed, or out of memory?): "
                      "lower --num_workers, or use --num_workers 0")
