@@ -375,8 +375,9 @@ def format_report(report):
             lines.append(f"{name:<16}{'FAILED':>12}  {r['error'][:80]}")
             continue
         rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
+        gpu = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "-"
         lines.append(f"{name:<16}{rate:>12.3f}  {units.get(name, 'images/s'):<18}{r['s_per_iter']:>9.3f}"
-                     f"{r['peak_rss_mib']:>14.0f}{r.get('peak_gpu_mib', float('nan')):>9.0f}")
+                     f"{r['peak_rss_mib']:>14.0f}{gpu:>9}")
     for setting, block in report.get("peer", {}).items():
         lines.append(f"ours vs PaddleSeg 2.8.0 DANet-R50_vd, {setting}:")
         lines.append(f"  {'measurement':<16}{'ours img/s':>12}{'theirs img/s':>14}{'ratio':>8}")
