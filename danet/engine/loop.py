@@ -141,7 +141,12 @@ class Trainer:
                      miou=miou, scheduler=self.step.scheduler.state_dict(), config=self.step.config,
                      steps_per_epoch=self.steps_per_epoch, args=vars(args))
         pointers = ("latest", "best") if is_best else ("latest",)
-        path = checkpoint.save_checkpoint(args.save_dir, name, self.step.write_files, _jsonable(state), pointers)
+        try:
+            path = checkpoint.save_checkpoint(args.save_dir, name, self.step.write_files, _jsonable(state), pointers)
+        except OSError as e:  # e.g. a full disk: the half-written folder goes, the previous checkpoints stay
+            checkpoint.clean_partial(args.save_dir)
+            raise UserError(f"cannot write checkpoint {name} in {args.save_dir} ({e.strerror or e}): free space or "
+                            "fix permissions, then run again with --resume (earlier checkpoints are intact)") from e
         checkpoint.prune(args.save_dir, args.keep_checkpoints)
         log.info("saved %s%s", path, f" (best mIoU {miou:.4f})" if is_best else "")
 
