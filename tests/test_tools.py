@@ -50,7 +50,7 @@ def test_predict_writes_colour_masks_overlays_and_train_ids(tmp_path, ckpt, caps
     written = load_tool("predict").main(["--save_model", ckpt, str(tmp_path / "in" / "folder"),
                                          str(tmp_path / "in" / "c.png"), "--output_dir", str(out),
                                          "--crop_size", "32", "--flip", "--alpha", "0.25"])
-    assert len(written) == 9 and "wrote 9 files" in capsys.readouterr().out
+    assert len(written) == 12 and "wrote 12 files" in capsys.readouterr().out
     for name, rel in (("a.png", "folder/a.png"), ("sub/b.png", "folder/sub/b.jpg"), ("c.png", "c.png")):
         image = cv2.imread(str(tmp_path / "in" / rel))
         train_ids = cv2.imread(str(out / "trainid" / name), cv2.IMREAD_UNCHANGED)
@@ -59,3 +59,5 @@ def test_predict_writes_colour_masks_overlays_and_train_ids(tmp_path, ckpt, caps
         assert train_ids.shape == image.shape[:2] and train_ids.max() < 5  # at the input's own size
         np.testing.assert_array_equal(color[..., ::-1], PALETTE[train_ids])
         np.testing.assert_allclose(overlay, 0.25 * color + 0.75 * image, atol=1)
+        side_by_side = cv2.imread(str(out / "side_by_side" / name))  # image | mask | overlay, left to right
+        np.testing.assert_array_equal(side_by_side, np.hstack([image, color, overlay.astype(np.uint8)]))
