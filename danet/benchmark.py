@@ -23,8 +23,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "data")
-PEER_SCRIPT_ENV = "DANET_PEER_SCRIPT"
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_parser():
@@ -50,7 +49,7 @@ def build_parser():
     p.add_argument("--peer", default=None, metavar="PYTHON",
                    help="the Python of a PaddleSeg venv (../shared/bench/setup_peer_venv.sh): time its DANet too")
     p.add_argument("--peer_script", default=None, metavar="PATH",
-                   help=f"the peer timing script (default: ${PEER_SCRIPT_ENV} or ../shared/bench/peer_paddleseg.py)")
+                   help="the peer timing script (default: $DANET_PEER_SCRIPT or ../shared/bench/peer_paddleseg.py)")
     p.add_argument("--peer_steps", type=int, default=5, help="timed peer training steps (default: %(default)s)")
     p.add_argument("--peer_rounds", type=int, default=1, help="ours/theirs alternations per setting (default: 1)")
     p.add_argument("--worker", choices=MEASUREMENTS, default=None, help=argparse.SUPPRESS)
@@ -229,9 +228,9 @@ def _forwarded(args):
     return argv + ["--recompute"] * args.recompute + ["--amp"] * args.amp + ["--cuda"] * args.cuda
 
 
-def _env(extra=None):
+def child_env(extra=None):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     env.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines would drown the table
     for key, value in (extra or {}).items():
         if value is None:
@@ -247,7 +246,7 @@ def measure(name, args, env=None):
         out = os.path.join(tmp, "result.json")
         cmd = [sys.executable, "-m", "danet.benchmark", "--worker", name, "--worker_out", out] + _forwarded(args)
         start = time.time()
-        proc = subprocess.run(cmd, env=_env(env), cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.run(cmd, env=child_env(env), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
         if proc.returncode != 0 or not os.path.exists(out):
             tail = [line for line in proc.stdout.splitlines() if line.strip()][-5:]
@@ -267,76 +266,6 @@ def _summary(name, r):
     return f"{rate:.3f}/s, {r['s_per_iter']:.3f} s/iter, peak RSS {r['peak_rss_mib']:.0f} MiB"
 
 
-def find_peer_script(path=None):
-    from danet.errors import UserError
-
-    candidates = [path] if path else [os.environ.get(PEER_SCRIPT_ENV),
-                                      os.path.join(_REPO, "..", "shared", "bench", "peer_paddleseg.py")]
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    raise UserError(f"peer script not found (tried {[c for c in candidates if c]}): give --peer_script PATH")
-
-
-def measure_peer(python, script, crop, steps, env=None):
-    """The PaddleSeg script's JSON line: its train step and 2*crop forward, run by the peer venv's Python."""
-    start = time.time()
-    proc = subprocess.run([python, script, str(crop), str(steps)], env=_env(env), capture_output=True,
-                          text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join([line for line in proc.stderr.splitlines() if line.strip()][-3:])
-        log.error("peer failed (exit %d): %s", proc.returncode, tail)
-        return {"error": tail, "exit_code": proc.returncode}
-    result = json.loads(lines[-1])
-    eval_s = result[f"eval_fwd_s_median_{2 * crop}"]
-    result.update(images_per_s_train=result["train_img_per_s"], images_per_s_eval=1 / eval_s,
-                  wall_s=round(time.time() - start, 1))
-    log.info("peer: train %.3f img/s, eval %.3f img/s", result["images_per_s_train"], result["images_per_s_eval"])
-    return result
-
-
-# The two settings of the comparison: each side's defaults, and both on two math threads.
-SETTINGS = {
-    "default threads": ({"OMP_NUM_THREADS": None}, 0),
-    "2 threads": ({"OMP_NUM_THREADS": "2"}, 2),
-}
-
-
-def compare_with_peer(args):
-    """Alternate ours and PaddleSeg's at the same shapes, per thread setting; returns {setting: rows}."""
-    import copy
-
-    script = find_peer_script(args.peer_script)
-    ours_names = [n for n in ("train_dygraph", "train_static", "eval_whole") if n in args.only]
-    runs = {setting: {"ours": [], "peer": []} for setting in SETTINGS}
-    for _ in range(args.peer_rounds):
-        for setting, (env, threads) in SETTINGS.items():
-            ours_args = copy.copy(args)
-            ours_args.threads = threads
-            log.info("--- %s: ours", setting)
-            runs[setting]["ours"].append({n: measure(n, ours_args, env) for n in ours_names})
-            log.info("--- %s: PaddleSeg", setting)
-            runs[setting]["peer"].append(measure_peer(args.peer, script, args.crop_size, args.peer_steps, env))
-    return {setting: dict(_ratios(r["ours"], r["peer"]), runs=r) for setting, r in runs.items()}
-
-
-def _best(results, key):
-    values = [r[key] for r in results if key in r]
-    return max(values) if values else None
-
-
-def _ratios(ours_runs, peer_runs):
-    """Best images/s of each side over the rounds, and ours / theirs."""
-    peer_train, peer_eval = _best(peer_runs, "images_per_s_train"), _best(peer_runs, "images_per_s_eval")
-    rows = {}
-    for name, peer in (("train_dygraph", peer_train), ("train_static", peer_train), ("eval_whole", peer_eval)):
-        ours = _best([run[name] for run in ours_runs if name in run], "images_per_s")
-        if ours is not None and peer:
-            rows[name] = {"ours_images_per_s": ours, "peer_images_per_s": peer, "ratio": ours / peer}
-    return {"rows": rows}
-
-
 def environment():
     import paddle
 
@@ -350,10 +279,17 @@ def run(args):
     """All requested measurements (and the peer comparison); returns the report dict, writes --json."""
     report = {"config": {k: v for k, v in vars(args).items() if not k.startswith("worker")},
               "environment": environment(), "results": {}}
-    for name in args.only:
-        report["results"][name] = measure(name, args)
+    compared = ("train_dygraph", "train_static", "eval_whole") if args.peer else ()
     if args.peer:
+        from danet.benchmark_peer import compare_with_peer
+
         report["peer"] = compare_with_peer(args)
+        # Our side of the last "default threads" round is the measurement at our defaults: not run twice.
+        last = report["peer"]["default threads"]["runs"]["ours"][-1]
+        report["results"].update((name, last[name]) for name in compared if name in last)
+    for name in args.only:
+        if name not in compared:
+            report["results"][name] = measure(name, args)
     report["environment"]["load_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -378,8 +314,10 @@ def format_report(report):
         gpu = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "-"
         lines.append(f"{name:<16}{rate:>12.3f}  {units.get(name, 'images/s'):<18}{r['s_per_iter']:>9.3f}"
                      f"{r['peak_rss_mib']:>14.0f}{gpu:>9}")
+    explain = {"default threads": "ours: all cores; PaddleSeg: Paddle's default of one math thread",
+               "2 threads": "both: OMP_NUM_THREADS=2, ours also --threads 2"}
     for setting, block in report.get("peer", {}).items():
-        lines.append(f"ours vs PaddleSeg 2.8.0 DANet-R50_vd, {setting}:")
+        lines.append(f"ours vs PaddleSeg 2.8.0 DANet-R50_vd, {setting} ({explain.get(setting, '')}):")
         lines.append(f"  {'measurement':<16}{'ours img/s':>12}{'theirs img/s':>14}{'ratio':>8}")
         for name, row in block["rows"].items():
             lines.append(f"  {name:<16}{row['ours_images_per_s']:>12.3f}{row['peer_images_per_s']:>14.3f}"

@@ -54,13 +54,13 @@ def setup_device(cuda, threads=0):
 
 
 def keep_freed_memory():
-    """Make glibc keep freed memory for reuse instead of returning it to the kernel; True if it could.
+    """Make glibc serve allocations up to 32 MiB from its heap and keep them when freed; True if it could.
 
-    Paddle's large CPU tensors (activations, im2col buffers: anything over glibc's mmap threshold, at most
-    32 MiB) are mapped freshly by malloc and unmapped on free, so every step faults all of them in again:
-    measured 1.5 GiB of page faults and 20% of the CPU time of a ResNet-50 DANet forward pass at 512x512.
-    Served from the heap and kept, they cost nothing after the first step; the price is that resident memory
-    stays at its high-water mark (+270 MiB in that forward pass).
+    By default glibc maps every allocation above a threshold (128 KiB, rising with use) freshly and unmaps it
+    on free, so each step faults Paddle's large CPU tensors in again: measured 470k page faults (1.8 GiB) and
+    20% of the CPU time of a ResNet-50 DANet forward pass at 512x512. 32 MiB is the largest threshold glibc
+    accepts on 64-bit; danet.models.lowmem keeps convolution buffers under it. Larger tensors are still
+    returned at once, so the peak stays that of the live tensors (the heap keeps only pieces up to 32 MiB).
     """
     import ctypes
 
@@ -70,8 +70,8 @@ def keep_freed_memory():
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc
         return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 * 2 ** 20)) and bool(mallopt(m_trim_threshold, 2 ** 30))
 
 
 def _set_known_flags(flags):

@@ -192,17 +192,20 @@ def test_channel_attention_max_shift_gets_no_gradient_and_changes_no_numbers():
         np.testing.assert_allclose(x.grad.numpy()[index], numeric, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel, dilation, height", [(3, 1, 13), (3, 4, 17), (7, 1, 10), (5, 3, 20), (3, 2, 3)])
-def test_strip_convolution_gives_the_plain_convolution_numbers(monkeypatch, kernel, dilation, height):
-    monkeypatch.setattr(lowmem, "BUFFER_BYTES", 8 * kernel * kernel * 9 * 4 * 3)  # about 3 rows per strip
-    conv = lowmem.StripConv2D(8, 5, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+@pytest.mark.parametrize("kernel, dilation, stride, height", [
+    (3, 1, 1, 13), (3, 4, 1, 17), (7, 1, 1, 10), (5, 3, 1, 20), (7, 1, 2, 21), (7, 1, 2, 20), (1, 1, 2, 15),
+    (3, 2, 1, 3)])
+def test_strip_convolution_gives_the_plain_convolution_numbers(monkeypatch, kernel, dilation, stride, height):
+    monkeypatch.setattr(lowmem, "BUFFER_BYTES", 8 * kernel * kernel * 9 * 4 * 3)  # about 3 output rows per strip
+    padding = dilation * (kernel - 1) // 2
+    conv = lowmem.StripConv2D(8, 5, kernel, stride=stride, padding=padding, dilation=dilation)
     x = paddle.to_tensor(_image((2, 8, height, 9), seed=8))
     with paddle.no_grad():
         rows = conv._strip_rows(x)
         got = conv(x).numpy()
-    want = paddle.nn.functional.conv2d(x, conv.weight, conv.bias, padding=dilation * (kernel - 1) // 2,
+    want = paddle.nn.functional.conv2d(x, conv.weight, conv.bias, stride=stride, padding=padding,
                                        dilation=dilation).numpy()
-    assert 0 < rows < height or height == 3  # strips really happen (a 3-row input fits in one: plain)
+    assert 0 < rows < got.shape[2] or height == 3  # strips really happen (a 3-row input fits in one: plain)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     x.stop_gradient = False
     assert conv._strip_rows(x) == 0  # with gradients it is the plain convolution

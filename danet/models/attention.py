@@ -17,7 +17,7 @@ def _fp32(*tensors):
 
 
 def _cast(tensor, dtype):
-    """``astype`` that is free when nothing changes (Paddle's astype copies even to the same dtype)."""
+    """``astype`` that is free when nothing changes (Paddle 2.6's astype copies even to the same dtype)."""
     return tensor if tensor.dtype == dtype else tensor.astype(dtype)
 
 
