@@ -67,9 +67,10 @@ def parse(argv=None):
         parser.error("--warmup and --threads must be >= 0")
     if args.eval_size is None:
         args.eval_size = [2 * args.crop_size, 2 * args.crop_size]
-    if args.peer and (args.batch_size != 2 or args.eval_size != [2 * args.crop_size] * 2):
-        parser.error("--peer compares at the PaddleSeg script's shapes: --batch_size 2 and the default --eval_size "
-                     "(2 x --crop_size square)")
+    peer_shapes = args.backbone == "resnet50" and args.batch_size == 2 and args.eval_size == [2 * args.crop_size] * 2
+    if args.peer and not peer_shapes:
+        parser.error("--peer compares with the PaddleSeg script's DANet-ResNet50 at its shapes: --backbone resnet50, "
+                     "--batch_size 2 and the default --eval_size (2 x --crop_size square)")
     return args
 
 

@@ -42,7 +42,7 @@ class StripConv2D(nn.Conv2D):
     def forward(self, x):
         rows = self._strip_rows(x)
         if not rows:
-            return super().forward(x)
+            return nn.Conv2D.forward(self, x)  # not super(): Paddle 2.6 to_static cannot convert it
         pad_h, pad_w = self._updated_padding
         stride = self._stride[0]
         reach = self._dilation[0] * (self._kernel_size[0] - 1)  # input rows an output row needs, beyond one
