@@ -41,6 +41,23 @@ def main(argv=None):
     return run_main(run, args)
 
 
+def tool_main(build_parser, run, argv=None, check=None, extra=()):
+    """``main`` of a tool built on the eval flags (tools/predict.py, tools/export.py).
+
+    ``check(parser, args)`` validates the tool's own flags (call ``parser.error`` to refuse); ``extra``
+    names flags whose explicit use matters to ``run`` (``args.explicit``).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.entry = "eval"
+    options._check(parser, args)
+    if check is not None:
+        check(parser, args)
+    args.explicit = explicit_flags(build_parser(), argv, extra=extra)
+    return run_main(run, args)
+
+
 def training_flag_defaults():
     """{dest: default} of the training flags, which eval accepts (hidden) and ignores."""
     parser = argparse.ArgumentParser(add_help=False)

@@ -20,8 +20,8 @@ if _REPO not in sys.path:
 
 from danet import options  # noqa: E402
 from danet.deploy import export_model  # noqa: E402
-from danet.eval import explicit_flags, load_model  # noqa: E402
-from danet.runtime import run_main, setup_device, setup_logging  # noqa: E402
+from danet.eval import load_model, tool_main  # noqa: E402
+from danet.runtime import setup_device, setup_logging  # noqa: E402
 
 
 def build_parser():
@@ -44,16 +44,13 @@ def run(args):
     return report
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.entry = "eval"
-    options._check(parser, args)
+def _check(parser, args):
     if min(args.check_size) < 8:
         parser.error(f"--check_size must be at least 8 8, got {args.check_size}")
-    args.explicit = explicit_flags(build_parser(), argv)
-    return run_main(run, args)
+
+
+def main(argv=None):
+    return tool_main(build_parser, run, argv, check=_check)
 
 
 if __name__ == "__main__":

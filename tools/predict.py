@@ -18,8 +18,8 @@ if _REPO not in sys.path:
 
 from danet import options  # noqa: E402
 from danet.deploy import predict_images  # noqa: E402
-from danet.eval import explicit_flags, load_model  # noqa: E402
-from danet.runtime import run_main, setup_device, setup_logging  # noqa: E402
+from danet.eval import load_model, tool_main  # noqa: E402
+from danet.runtime import setup_device, setup_logging  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join("output", "predict")
 
@@ -46,16 +46,13 @@ def run(args):
     return written
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.entry = "eval"
-    options._check(parser, args)
+def _check(parser, args):
     if not 0 <= args.alpha <= 1:
         parser.error(f"--alpha must be in [0, 1], got {args.alpha}")
-    args.explicit = explicit_flags(build_parser(), argv, extra=("base_size",))
-    return run_main(run, args)
+
+
+def main(argv=None):
+    return tool_main(build_parser, run, argv, check=_check, extra=("base_size",))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 CITIES = {"train": ("alphaville", "betatown"), "val": ("gammaburg",)}
 
@@ -162,10 +162,12 @@ def _draw_tree(s, x, ground):
 
 def _draw_pole(s, x, ground):
     depth = (ground - s.horizon) / (s.h - s.horizon)
-    height, half = s.h * (0.15 + 0.9 * depth), max(1.0, 0.004 * s.w * depth)
+    # Thicker than real poles and signs, so that at the demo's 128x256 they cover about a cell of the stride-8
+    # feature map: thinner, no model of that stride learns them in minutes.
+    height, half = s.h * (0.15 + 0.9 * depth), s.w * (0.006 + 0.01 * depth)
     grey = float(s.rng.uniform(90, 170))
     s.rect(x - half, ground - height, x + half, ground, POLE, (grey, grey, grey))
-    box, top = max(3.0, 0.03 * s.w * depth), ground - height
+    box, top = s.w * (0.03 + 0.04 * depth), ground - height
     if s.rng.random() < 0.4:  # traffic light: dark box with one lit lamp
         s.rect(x - box * 0.5, top, x + box * 0.5, top + box * 2.2, LIGHT, s.colour((20, 20, 20), (50, 50, 50)))
         lamp = [(230, 40, 30), (240, 180, 30), (40, 220, 90)][int(s.rng.integers(3))]
@@ -207,7 +209,7 @@ def _draw_person(s, x, ground):
 def _draw_objects(s, road_l, road_r, walk):
     """Trees, poles, persons on the sidewalks and cars on the road, far ones first so near ones occlude them."""
     objects = []
-    for kind, count in (("tree", (1, 4)), ("pole", (1, 4)), ("person", (0, 5)), ("car", (0, 5))):
+    for kind, count in (("tree", (1, 4)), ("pole", (2, 7)), ("person", (1, 6)), ("car", (0, 5))):
         for _ in range(int(s.rng.integers(*count))):
             depth = s.rng.uniform(0.12, 0.95)
             side = s.rng.choice([-1, 1])
