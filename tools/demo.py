@@ -20,9 +20,10 @@ sys.path.insert(0, ROOT)
 
 # Small enough for a 2-core CPU in a few minutes, large enough to learn the synthetic scenes.
 DATA = dict(num_train=48, num_val=12, height=128, width=256, seed=0)
-# Batch 2: twice the steps of batch 4 for the same images, which learns more in the same minutes from scratch.
+# From scratch (no ImageNet weights here), on 2 cores. Measured on this set (val mIoU, same minutes): batch 2
+# beats batch 4 (twice the steps for the same images); LR 0.005 beats 0.01 and 0.02 (README: "Demo settings").
 TRAIN = ["--backbone", "resnet18", "--base_size", "128", "--crop_size", "128", "--batch_size", "2",
-         "--lr", "0.01", "--lr_scheduler", "poly", "--warm_up", "--warmup_epoch", "1", "--scale",
+         "--lr", "0.005", "--lr_scheduler", "poly", "--warm_up", "--warmup_epoch", "1", "--scale",
          "--log_iters", "24", "--num_workers", "1", "--use_vdl"]
 # --scale trains at 0.75-2x the images' size (short side 96-256 for base 128), as the seed does on Cityscapes;
 # evaluating at 1.5x (long side 384) meets the model at the scale it saw most.

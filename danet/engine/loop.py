@@ -56,8 +56,8 @@ class Trainer:
                             "use the same model flags to resume")
         self.step.restore(ckpt_dir, state)
         self.epoch, self.iteration, self.best_miou = state["epoch"], state["iteration"], state["best_miou"]
-        log.info("resumed from %s: epoch %d, iteration %d, LR %.6g, best mIoU %.4f", ckpt_dir, self.epoch,
-                 self.iteration, self.step.scheduler(), self.best_miou)
+        log.info("resumed from %s: epoch %d, iteration %d, LR %.6g, %s", ckpt_dir, self.epoch, self.iteration,
+                 self.step.scheduler(), self._best_text())
         return True
 
     # -- training -----------------------------------------------------------------------------
@@ -72,7 +72,7 @@ class Trainer:
                 continue
             miou = self.maybe_validate()
             self.maybe_save(miou)
-        log.info("done: %d iterations, best mIoU %.4f", self.iteration, max(self.best_miou, 0.0))
+        log.info("done: %d iterations, %s", self.iteration, self._best_text())
 
     def train_epoch(self):
         # Seeding per epoch makes a resumed run draw the same batches and augmentations as an unbroken one.
@@ -127,6 +127,9 @@ class Trainer:
                 if iou == iou:  # skip NaN (class absent)
                     self.writer.add_scalar(f"val_iou/{name}", iou, self.iteration)
         return result["miou"]
+
+    def _best_text(self):
+        return f"best mIoU {self.best_miou:.4f}" if self.best_miou >= 0 else "not validated yet"
 
     def maybe_save(self, miou):
         args = self.args
