@@ -17,16 +17,8 @@ import pytest
 from faultlib import copy_dataset, list_lines, listed, message_lines, run_entry, train_args, tree_hashes, write_lines
 
 from danet import build_model, checkpoint
-from danet.data.synthetic import make_synthetic_dataset
 
 CONFIG = dict(dilated=True, multi_grid=False, multi_dilation=[4, 8, 16], recompute=False)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("faults_data"))
-    make_synthetic_dataset(root, 6, 2, 64, 128, seed=0)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,12 @@ import pytest
 from faultlib import run_entry, start_entry, train_args
 
 from danet import checkpoint
-from danet.data.synthetic import make_synthetic_dataset
 from danet.weights import read_weights
 
 pytestmark = pytest.mark.slow
 EPOCHS, STEPS = 4, 3  # 6 images, batch 2
 TOTAL = EPOCHS * STEPS
 MODES = ["dygraph", "executor"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("kill_data"))
-    make_synthetic_dataset(root, 6, 2, 64, 128, seed=0)
-    return root
 
 
 def flags(data, save_dir, *extra):

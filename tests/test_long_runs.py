@@ -11,7 +11,6 @@ import pytest
 from faultlib import ROOT, env, message_lines, train_args
 
 from danet import build_model
-from danet.data.synthetic import make_synthetic_dataset
 from danet.inference import dygraph_predict_fn, evaluate
 
 NUM_CLASSES = 19
@@ -100,13 +99,6 @@ DYING_RUN = textwrap.dedent("""
     train.SegDataset = DyingDataset
     train.main("train_dygraph", sys.argv[2:])
 """)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("long_data"))
-    make_synthetic_dataset(root, 6, 2, 64, 128, seed=0)
-    return root
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])

@@ -14,7 +14,6 @@ import pytest
 from faultlib import CodeOnLoad, message_lines, run_entry, train_args, write_malicious
 
 from danet import build_model, checkpoint
-from danet.data.synthetic import make_synthetic_dataset
 from danet.errors import UserError
 
 CONFIG = dict(backbone="resnet18", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16],
@@ -95,13 +94,6 @@ def test_a_truncated_weight_file_is_called_truncated(cut, tmp_path):
 
 
 # -- every entry point -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("untrusted_data"))
-    make_synthetic_dataset(root, 6, 2, 64, 128, seed=0)
-    return root
-
-
 @pytest.fixture(scope="module")
 def evil(tmp_path_factory):
     """Tampered files around real resnet18 weights: a lone .pdparams, and checkpoint directories whose
