@@ -38,7 +38,7 @@ def test_demo_trains_converts_evaluates_and_draws(tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "checkpoint", "demo_executor", "epoch_0002"))
 
 
-def test_demo_stops_with_the_failed_stage_named(tmp_path):
+def test_demo_refuses_a_data_folder_that_is_not_synthetic(tmp_path):
     data = tmp_path / "data" / "cityscapes"
     data.mkdir(parents=True)
     (data / "notes.txt").write_text("a real data set lives here\n")

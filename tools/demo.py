@@ -22,9 +22,9 @@ sys.path.insert(0, ROOT)
 DATA = dict(num_train=48, num_val=12, height=128, width=256, seed=0)
 # From scratch (no ImageNet weights here), on 2 cores. Measured on this set (val mIoU, same minutes): batch 2
 # beats batch 4 (twice the steps for the same images); LR 0.005 beats 0.01 and 0.02 (README: "Demo settings").
-TRAIN = ["--backbone", "resnet18", "--base_size", "128", "--crop_size", "128", "--batch_size", "2",
-         "--lr", "0.005", "--lr_scheduler", "poly", "--warm_up", "--warmup_epoch", "1", "--scale",
-         "--log_iters", "24", "--num_workers", "1", "--use_vdl"]
+MODEL = ["--backbone", "resnet18", "--crop_size", "128"]  # the training crop is also the sliding window
+TRAIN = MODEL + ["--base_size", "128", "--batch_size", "2", "--lr", "0.005", "--lr_scheduler", "poly", "--warm_up",
+                 "--warmup_epoch", "1", "--scale", "--log_iters", "24", "--num_workers", "1", "--use_vdl"]
 # --scale trains at 0.75-2x the images' size (short side 96-256 for base 128), as the seed does on Cityscapes;
 # evaluating at 1.5x (long side 384) meets the model at the scale it saw most.
 EVAL_BASE = "384"
@@ -73,14 +73,13 @@ def main(argv=None):
     run([py, "-m", f"danet.train_{args.mode}", "--data_folder", args.data_folder, "--epoch_num", str(args.epochs),
          "--eval_interval", str(args.epochs), "--save_interval", str(max(1, args.epochs // 3)),
          "--save_dir", save_dir, "--resume"] + TRAIN)
-    model_flags = ["--backbone", "resnet18", "--data_folder", args.data_folder, "--base_size", EVAL_BASE,
-                   "--crop_size", "128", "--output_dir", out_dir]
+    model_flags = MODEL + ["--data_folder", args.data_folder, "--base_size", EVAL_BASE, "--output_dir", out_dir]
     convert = ["--change_executor_to_dygraph"] if args.mode == "executor" else []
     run([py, "-m", "danet.eval", "--save_model", os.path.join(save_dir, "best"), "--save_predictions", "--flip"]
         + convert + model_flags)
     pictures = os.path.join(out_dir, "pictures")
-    run([py, "tools/predict.py", "--save_model", os.path.join(save_dir, "best"), "--base_size", EVAL_BASE,
-         "--crop_size", "128", "--output_dir", pictures, "--limit", "4", os.path.join(data_dir, "leftImg8bit", "val")])
+    run([py, "tools/predict.py", "--save_model", os.path.join(save_dir, "best"), "--base_size", EVAL_BASE] + MODEL
+        + ["--output_dir", pictures, "--limit", "4", os.path.join(data_dir, "leftImg8bit", "val")])
     with open(os.path.join(ROOT, out_dir, "metrics.json")) as f:
         miou = json.load(f)["miou"]
     print(f"\nDone in {time.time() - start:.0f} s. mIoU on the synthetic val split: {miou:.4f}")
