@@ -1,6 +1,7 @@
 """What the two training entry points share: data, device, the step of the chosen mode, the loop."""
 import logging
 import os
+import tempfile
 
 import numpy as np
 import paddle
@@ -25,10 +26,10 @@ def check_writable(folder):
     """Fail before training, not at the first checkpoint hours later."""
     try:
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        # A probe of this process's own: the ranks of a data-parallel run check the same folder at once.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as f:
+            f.write(b"ok")
+            f.flush()
     except OSError as e:
         raise UserError(f"--save_dir {folder} is not writable ({e.strerror}): choose another folder") from None
 
