@@ -27,6 +27,13 @@ setup(
             "danet-train-executor=danet.train_executor:main",
             "danet-train-dygraph=danet.train_dygraph:main",
             "danet-eval=danet.eval:main",
+            "danet-predict=danet.tools.predict:main",
+            "danet-export=danet.tools.export:main",
+            "danet-convert=danet.tools.convert:main",
+            "danet-demo=danet.tools.demo:main",
+            "danet-benchmark=danet.tools.benchmark:main",
+            "danet-prepare-cityscapes=danet.tools.prepare_cityscapes:main",
+            "danet-make-synthetic=danet.tools.make_synthetic_dataset:main",
         ]
     },
 )

@@ -5,7 +5,12 @@
 """
 # Paddle 2.6's libpaddle.so exports a zlib of its own: loaded first, it captures the PNG decoders of OpenCV and
 # Pillow ("libpng error: IDAT: bad parameters to zlib"). Loading the system zlib before Paddle avoids that.
+import warnings
 import zlib  # noqa: F401
+
+# Paddle warns on import that ccache is missing: it only speeds up compiling custom C++ operators, and this
+# project builds none. That one message is dropped so a first run does not read as a failure.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 __version__ = "0.1.0"
 

@@ -13,80 +13,27 @@ exactly as danet.train_executor's Programs do. A conversion
    image, each in its own graph mode (static eval Program or dygraph model); the logits must agree
    to ``TOLERANCE``;
 4. only then renames the result into place, so a failure leaves nothing behind.
+
+The optimizer state (Momentum's velocities) goes along both ways, keyed as the target format keys
+it, so training resumes in the other graph mode on the same loss curve.
 """
-import contextlib
 import json
 import logging
 import os
 import pickle
-import re
 import shutil
 
 import numpy as np
 
 from danet import build_model, checkpoint, weights
+from danet.engine.common import ARCH_KEYS, arch
 from danet.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ARCH_KEYS = ("backbone", "num_classes", "dilated", "multi_grid", "multi_dilation")
 TOLERANCE = 1e-5
 PROOF_SHAPE = (1, 3, 48, 80)  # not square: a transposed feature map would show
 FORMATS = ("dygraph", "executor")
-_PROGRAM_NAME = re.compile(r"^\w+_\d+\.[wb]_\d+$")  # conv2d_0.w_0, batch_norm2d_3.w_2
-_VELOCITY = "_velocity_0"  # Momentum's accumulator suffix, the same in both graph modes
-
-
-def arch(config):
-    """The keys of a model config that decide the architecture (``recompute`` etc. do not)."""
-    return {k: config[k] for k in ARCH_KEYS}
-
-
-@contextlib.contextmanager
-def static_mode():
-    """Static graph inside the block; dygraph restored after it if it was on (enable_static is process-global)."""
-    import paddle
-
-    dynamic = paddle.in_dynamic_mode()
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        if dynamic:
-            paddle.disable_static()
-
-
-class StaticEval:
-    """The eval Program of danet.train_executor, traced from a fresh model of ``config``.
-
-    ``names`` {structured name: program variable name} and ``shapes`` {structured name: dims}, in
-    model order. :meth:`run` executes it in a private scope, so a training process's scope is untouched.
-    """
-
-    def __init__(self, config):
-        import paddle
-
-        with static_mode():
-            self.program, self.startup = paddle.static.Program(), paddle.static.Program()
-            with paddle.static.program_guard(self.program, self.startup), paddle.utils.unique_name.guard():
-                image = paddle.static.data("image", [None, 3, None, None], "float32")
-                model = build_model(**arch(config))
-                model.eval()
-                self.output = model(image)
-                state = model.state_dict()
-            self.names = {k: v.name for k, v in state.items()}
-            self.shapes = {k: [int(d) for d in v.shape] for k, v in state.items()}
-
-    def run(self, arrays, image):
-        """Logits float32 [B, C, H, W] of ``image`` [B, 3, H, W] with ``arrays`` keyed by program name."""
-        import paddle
-
-        with static_mode():
-            exe = paddle.static.Executor(paddle.CPUPlace())
-            with paddle.static.scope_guard(paddle.static.Scope()):
-                exe.run(self.startup)
-                paddle.static.set_program_state(self.program, {p: arrays[p] for p in self.names.values()})
-                return np.asarray(exe.run(self.program, feed={"image": image}, fetch_list=[self.output])[0])
 
 
 def dygraph_logits(config, found, image):
@@ -105,67 +52,26 @@ def dygraph_logits(config, found, image):
         paddle.set_device(device)
 
 
-def read_checkpoint(path, config=None):
-    """``({structured name: array}, info)`` of any checkpoint, as :func:`weights.read_weights`.
-
-    A bare Executor file without ``names.json`` (keys like ``conv2d_0.w_0``) is mapped through the
-    Program traced from the checkpoint's config, else ``config``; its info['format'] is 'executor'.
-    Keys that the trace does not name are kept as they are, so :func:`check_tensors` reports them.
-    """
-    found, info = weights.read_weights(path)
-    keys = [k for k in found if k != "learning_rate_0"]
-    if info["format"] == "dygraph" and keys and all(_PROGRAM_NAME.match(k) for k in keys):
-        cfg = info.get("config") or config
-        if cfg is None:
-            raise UserError(f"{info['path']} is keyed by program variable names and has no names.json: give the "
-                            "model flags (--backbone, --num_classes, ...) so the names can be traced")
-        names = StaticEval(cfg).names
-        program_names = set(names.values())
-        mapped = {k: found[p] for k, p in names.items() if p in found}
-        mapped.update({p: v for p, v in found.items() if p not in program_names and p != "learning_rate_0"})
-        found = mapped
-        info["format"] = "executor"
-    return found, info
-
-
-def check_tensors(shapes, found, source):
-    """Raise UserError unless ``found`` has exactly the tensors of ``shapes`` with those shapes.
-
-    Every culprit is logged; the one-line message gives the counts and the first few names.
-    """
-    missing = [k for k in shapes if k not in found]
-    unexpected = [k for k in found if k not in shapes]
-    clashes = [f"{k} {list(np.shape(found[k]))} (model {list(shapes[k])})" for k in shapes
-               if k in found and list(np.shape(found[k])) != list(shapes[k])]
-    problems = [(title, names) for title, names in (("missing", missing), ("unexpected", unexpected),
-                                                    ("with another shape", clashes)) if names]
-    if not problems:
-        return
-    for title, names in problems:
-        log.error("%s: %d tensors %s: %s", source, len(names), title, ", ".join(names))
-    summary = "; ".join(f"{len(names)} {title} (e.g. {', '.join(names[:3])})" for title, names in problems)
-    raise UserError(f"{source} does not fit the model ({summary}; all listed in the log): check --backbone, "
-                    "--num_classes, --dilated and --multi_grid against the checkpoint")
-
-
 def convert(src, dst, to=None, config=None, replace=False, source=None):
     """Convert checkpoint ``src`` to format ``to`` (default: the other one) at ``dst``; returns a report dict.
 
     ``dst``: a directory (a checkpoint with ``state.json``; 'executor' needs one) or, for 'dygraph',
     a ``.pdparams`` file. ``config`` is the model config used when ``src`` has no ``state.json``.
-    ``source`` is ``read_checkpoint(src)`` if already read. ``replace`` allows overwriting ``dst``.
+    ``source`` is ``weights.read_weights(src)`` if already read. ``replace`` allows overwriting ``dst``.
     """
-    found, info = source or read_checkpoint(src, config)
-    from_format = info["format"]
+    from danet.engine.static import StaticEval
+
+    source = source or weights.read_weights(src, config)
+    from_format = source.format
     to = to or ("dygraph" if from_format == "executor" else "executor")
     if to not in FORMATS:
         raise UserError(f"unknown target format {to!r}: choose dygraph or executor")
-    full_config = dict(info.get("config") or config or {})
+    full_config = dict(source.config or config or {})
     if not all(k in full_config for k in ARCH_KEYS):
-        raise UserError(f"{info['path']} has no state.json with the model config: give the model flags "
+        raise UserError(f"{source.path} has no state.json with the model config: give the model flags "
                         "(--backbone, --num_classes, --dilated, --multi_grid) it was trained with")
     dst = os.path.normpath(dst)
-    if os.path.abspath(dst) in (os.path.abspath(info["path"]), os.path.abspath(os.path.dirname(info["path"]))):
+    if os.path.abspath(dst) in (os.path.abspath(source.path), os.path.abspath(source.folder)):
         raise UserError(f"{dst} is the source itself: write the conversion somewhere else")
     if os.path.exists(dst) and not replace:
         raise UserError(f"{dst} already exists: choose another destination or delete it")
@@ -173,31 +79,32 @@ def convert(src, dst, to=None, config=None, replace=False, source=None):
         raise UserError(f"an Executor checkpoint is a directory (model.pdparams + names.json + state.json), "
                         f"not the file {dst}: give a directory path")
     traced = StaticEval(full_config)
-    check_tensors(traced.shapes, found, info["path"])
-    found = {k: found[k] for k in traced.names}
+    weights.fit(traced.shapes, source.tensors, source.path)
+    found = {k: source.tensors[k] for k in traced.names}
     image = np.random.default_rng(0).standard_normal(PROOF_SHAPE).astype(np.float32)
     if from_format == "executor":
         src_logits = traced.run({traced.names[k]: v for k, v in found.items()}, image)
     else:
         src_logits = dygraph_logits(full_config, found, image)
-    job = _Job(info, found, traced, to, full_config, image, src_logits)
+    job = _Job(source, found, traced, to, full_config, image, src_logits)
     if dst.endswith(".pdparams"):
         _write_file(dst, job)
     else:
         _write_dir(dst, job)
-    log.info("converted %s (%s, %d tensors) to %s (%s): logits on a random %s image differ by at most %.3g",
-             info["path"], from_format, len(found), dst, to, "x".join(map(str, PROOF_SHAPE[2:])), job.max_diff)
-    return dict(source=info["path"], source_format=from_format, destination=dst, format=to, tensors=len(found),
-                max_abs_diff=job.max_diff)
+    log.info("converted %s (%s, %d tensors%s) to %s (%s): logits on a random %s image differ by at most %.3g",
+             source.path, from_format, len(found), f", {job.optimizer_tensors} optimizer tensors" if
+             job.optimizer_tensors else "", dst, to, "x".join(map(str, PROOF_SHAPE[2:])), job.max_diff)
+    return dict(source=source.path, source_format=from_format, destination=dst, format=to, tensors=len(found),
+                optimizer_tensors=job.optimizer_tensors, max_abs_diff=job.max_diff)
 
 
 class _Job:
     """What the writers need: the checked source weights, the traced names, and the source logits to match."""
 
-    def __init__(self, info, found, traced, to, config, image, src_logits):
-        self.info, self.found, self.traced, self.to = info, found, traced, to
+    def __init__(self, source, found, traced, to, config, image, src_logits):
+        self.source, self.found, self.traced, self.to = source, found, traced, to
         self.config, self.image, self.src_logits = config, image, src_logits
-        self.max_diff = None
+        self.max_diff, self.optimizer_tensors = None, 0
 
     def write(self, folder, params_name="model.pdparams"):
         """Write the target's files into ``folder``; returns the weight file's path."""
@@ -208,54 +115,58 @@ class _Job:
             checkpoint.save_arrays(params, {self.traced.names[k]: v for k, v in self.found.items()})
             with open(os.path.join(folder, weights.NAMES_FILE), "w") as f:
                 json.dump(self.traced.names, f, indent=0)
-        optimizer = self._optimizer()
-        if optimizer is not None and params_name == "model.pdparams":
-            with open(os.path.join(folder, "model.pdopt"), "wb") as f:
+        optimizer = self._optimizer() if params_name == "model.pdparams" else None
+        if optimizer is not None:
+            with open(os.path.join(folder, weights.OPTIMIZER_FILE), "wb") as f:
                 pickle.dump(optimizer, f, protocol=4)
         return params
 
     def _optimizer(self):
-        """Momentum velocities keyed for the target, or None when the source has no optimizer state.
+        """The source's optimizer state keyed as the target keys it, or None when the source has none.
 
-        Both modes key them ``<parameter name>_velocity_0``; the dygraph trainer's parameter names are
-        the traced ones when the model is the first one built in its process (as in danet.train_dygraph).
+        Every velocity must belong to a parameter of the model with its shape: a conversion never drops
+        part of the optimizer state (a resumed run would restart that momentum from zero).
         """
-        path = os.path.join(os.path.dirname(self.info["path"]), "model.pdopt")
-        if not self.info.get("state") or not os.path.exists(path):
+        state = self.source.optimizer_state()
+        if state is None:
             return None
-        state = checkpoint.safe_load(path)
-        shapes = {p: self.traced.shapes[k] for k, p in self.traced.names.items()}
-        velocities = {k: v for k, v in state.items() if k.endswith(_VELOCITY) and isinstance(v, np.ndarray)}
-        if any(list(v.shape) != shapes.get(k[:-len(_VELOCITY)]) for k, v in velocities.items()):
-            log.warning("%s: the optimizer state does not name this model's parameters; it is not converted, so "
-                        "--resume from the result restarts momentum from zero", path)
-            velocities = {}
-        if self.to == "dygraph" and "scheduler" in self.info["state"]:
-            velocities["LR_Scheduler"] = self.info["state"]["scheduler"]
+        arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+        velocities = {k: v for k, v in arrays.items() if k.endswith(weights.VELOCITY)}
+        owners = {k: k[:-len(weights.VELOCITY)] for k in velocities}
+        strays = [k for k, owner in owners.items()
+                  if owner not in self.traced.shapes or list(velocities[k].shape) != self.traced.shapes[owner]]
+        if strays or not velocities:
+            raise UserError(f"{self.source.folder}/{weights.OPTIMIZER_FILE}: {len(strays)} momentum tensors do not "
+                            f"belong to this model's parameters (e.g. {', '.join(strays[:3]) or 'none found'}); "
+                            "nothing was written: convert the model only with a .pdparams destination")
+        self.optimizer_tensors = len(velocities)
+        if self.to == "executor":  # program names; the LR comes from state.json's scheduler state on resume
+            return weights.rename_state(velocities, self.traced.names)
+        if "scheduler" in self.source.state:
+            velocities["LR_Scheduler"] = self.source.state["scheduler"]
         return velocities
 
     def prove(self, params_path):
         """Read the written weights back and check them against the source: bit-exact arrays, equal logits."""
-        back, back_info = weights.read_weights(params_path)
-        differ = [k for k in self.found if k not in back or back[k].dtype != self.found[k].dtype
-                  or not np.array_equal(back[k], self.found[k])]
-        if back_info["format"] != self.to or differ or len(back) != len(self.found):
-            raise UserError(f"the written {self.to} checkpoint reads back differently ({back_info['format']}, "
+        back = weights.read_weights(params_path)
+        differ = [k for k in self.found if k not in back.tensors or back.tensors[k].dtype != self.found[k].dtype
+                  or not np.array_equal(back.tensors[k], self.found[k])]
+        if back.format != self.to or differ or len(back.tensors) != len(self.found):
+            raise UserError(f"the written {self.to} checkpoint reads back differently ({back.format}, "
                             f"{len(differ)} tensors differ, e.g. {differ[:3]}); nothing was written")
         if self.to == "executor":
-            raw = checkpoint.safe_load(params_path)
-            logits = self.traced.run(raw, self.image)
+            logits = self.traced.run(weights.safe_load(params_path), self.image)
         else:
-            logits = dygraph_logits(self.config, back, self.image)
+            logits = dygraph_logits(self.config, back.tensors, self.image)
         self.max_diff = float(np.abs(logits - self.src_logits).max())
         if not self.max_diff <= TOLERANCE:
             raise UserError(f"converted model's logits differ from the source's by {self.max_diff:.3g} "
                             f"(> {TOLERANCE}); nothing was written: report this with both Paddle versions")
 
     def state(self):
-        state = {k: v for k, v in (self.info.get("state") or {}).items() if k not in ("files", "format")}
-        state.update(format=self.to, config=self.config, converted_from=os.path.abspath(self.info["path"]),
-                     source_format=self.info["format"])
+        state = {k: v for k, v in self.source.state.items() if k not in ("files", "format")}
+        state.update(format=self.to, config=self.config, converted_from=os.path.abspath(self.source.path),
+                     source_format=self.source.format)
         return state
 
 

@@ -9,7 +9,6 @@ Writes to ``--output_dir`` (default ``output/eval``): ``eval.log``, ``metrics.js
 confusion matrix, the run's settings), ``per_class_iou.csv`` and, with ``--save_predictions``,
 ``trainid/``, ``color/`` and ``labelid/`` PNGs named after each image's path in the list.
 """
-import argparse
 import json
 import logging
 import os
@@ -17,9 +16,9 @@ import sys
 import time
 
 import cv2
-import numpy as np
 
-from danet import build_model, convert, options
+from danet import options
+from danet.cli import explicit_flags, model_from_args, warn_ignored
 from danet.data.cityscapes import CLASS_NAMES, TRAIN_ID_TO_LABEL_ID, SegDataset, colorize
 from danet.data.transforms import build_val_transform
 from danet.engine.loop import class_names
@@ -30,8 +29,6 @@ from danet.runtime import run_main, seed_everything, setup_device, setup_logging
 
 log = logging.getLogger("danet.eval")  # not __name__: that is "__main__" under python -m
 DEFAULT_OUTPUT = os.path.join("output", "eval")
-# Accepted for the seed's command lines; eval always loads --save_model.
-_IMPLIED = ("load_better_model", "load_pretrained_model")
 
 
 def main(argv=None):
@@ -39,93 +36,6 @@ def main(argv=None):
     args = options.parse("eval", argv)
     args.explicit = explicit_flags(options.build_parser("eval"), argv)
     return run_main(run, args)
-
-
-def tool_main(build_parser, run, argv=None, check=None, extra=()):
-    """``main`` of a tool built on the eval flags (tools/predict.py, tools/export.py).
-
-    ``check(parser, args)`` validates the tool's own flags (call ``parser.error`` to refuse); ``extra``
-    names flags whose explicit use matters to ``run`` (``args.explicit``).
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.entry = "eval"
-    options._check(parser, args)
-    if check is not None:
-        check(parser, args)
-    args.explicit = explicit_flags(build_parser(), argv, extra=extra)
-    return run_main(run, args)
-
-
-def training_flag_defaults():
-    """{dest: default} of the training flags, which eval accepts (hidden) and ignores."""
-    parser = argparse.ArgumentParser(add_help=False)
-    options._train_flags(parser)
-    return vars(parser.parse_args([]))
-
-
-def explicit_flags(parser, argv, extra=()):
-    """{dest: value} of the model, training and ``extra`` flags given in ``argv`` (``parser`` is changed)."""
-    dests = list(convert.ARCH_KEYS) + list(training_flag_defaults()) + list(extra)
-    absent = object()  # a default no flag can produce
-    parser.set_defaults(**{d: absent for d in dests})
-    given = vars(parser.parse_known_args(argv)[0])
-    return {d: given[d] for d in dests if given[d] is not absent}
-
-
-def _warn_ignored(explicit):
-    defaults = training_flag_defaults()
-    ignored = [f"--{d} {v}" for d, v in explicit.items() if d in defaults and d not in _IMPLIED and v != defaults[d]]
-    if ignored:
-        log.warning("ignored by eval (training flags): %s", ", ".join(ignored))
-
-
-def _describe(config):
-    grid = f"multi-grid {config['multi_dilation']}" if config["multi_grid"] else "no multi-grid"
-    return (f"--backbone {config['backbone']}, --num_classes {config['num_classes']}, "
-            f"{'dilated' if config['dilated'] else 'not dilated'}, {grid}")
-
-
-def resolve_config(args, explicit, saved, source):
-    """The model config: the checkpoint's own when it has one (flags given must agree), else the flags'."""
-    flags = convert.arch(vars(args))
-    if not saved:
-        return flags
-    saved = dict(flags, **{k: saved[k] for k in convert.ARCH_KEYS if k in saved})
-    relevant = [k for k in convert.ARCH_KEYS if k != "multi_dilation" or saved["multi_grid"] or flags["multi_grid"]]
-    clash = [k for k in relevant if k in explicit and list(np.atleast_1d(flags[k])) != list(np.atleast_1d(saved[k]))]
-    if clash:
-        raise UserError(f"{source} holds a model with {_describe(saved)}, but the flags ask for {_describe(flags)}: "
-                        "drop the model flags (the checkpoint's state.json has them) or choose another checkpoint")
-    return saved
-
-
-def load_model(args, explicit):
-    """Build the model of ``--save_model`` and load it strictly; returns (eval-mode model, info, config)."""
-    if not args.save_model:
-        raise UserError("no checkpoint: give --save_model PATH (a checkpoint or run directory, or a .pdparams file)")
-    source = convert.read_checkpoint(args.save_model, convert.arch(vars(args)))
-    found, info = source
-    config = resolve_config(args, explicit, info.get("config"), info["path"])
-    how = f"{info['format']} format"
-    if args.change_executor_to_dygraph and info["format"] == "executor":
-        dst = convert.convert_beside(args.save_model, dict(info.get("config") or {}, **config), source)
-        log.info("converted the Executor checkpoint to %s; evaluating that", dst)
-        found, info = convert.read_checkpoint(dst)
-        how = f"{info['format']} format"
-    elif args.change_executor_to_dygraph:
-        log.warning("--change_executor_to_dygraph: %s is already a dygraph checkpoint; evaluating it as it is",
-                    info["path"])
-    elif info["format"] == "executor":
-        how = "executor format, converted in memory"
-    model = build_model(**config)
-    model.eval()
-    state = model.state_dict()
-    convert.check_tensors({k: v.shape for k, v in state.items()}, found, info["path"])
-    model.set_state_dict({k: found[k] for k in state})
-    log.info("loaded %d of %d tensors from %s (%s)", len(state), len(state), info["path"], how)
-    return model, info, config
 
 
 def prediction_name(rel_path):
@@ -206,14 +116,14 @@ def _output_dir(args):
 
 
 def run(args):
-    if args.limit < 0 or args.window_batch < 1:
-        raise UserError(f"--limit must be >= 0 and --window_batch >= 1, got {args.limit} and {args.window_batch}")
+    if args.limit < 0:
+        raise UserError(f"--limit must be >= 0, got {args.limit}")
     if not args.save_model and not args.pred_dir:
         raise UserError("nothing to evaluate: give --save_model PATH (a checkpoint or run directory, or a .pdparams "
                         "file), or --pred_dir DIR of saved train-id PNGs")
     output_dir = _output_dir(args)
     setup_logging(os.path.join(args.log_root or output_dir, "eval.log"))
-    _warn_ignored(args.explicit)
+    warn_ignored(args.explicit)
     device = setup_device(args.cuda, args.threads)
     seed_everything(args.seed)
     scales = tuple(args.scales or (MULTI_SCALES if args.multi_scales else (1.0,)))
@@ -223,9 +133,9 @@ def run(args):
     if args.pred_dir:
         settings.update(pred_dir=os.path.abspath(args.pred_dir), num_classes=args.num_classes)
     else:
-        model, info, config = load_model(args, args.explicit)
+        model, source, config = model_from_args(args)
         args.num_classes = config["num_classes"]
-        settings.update(checkpoint=os.path.abspath(info["path"]), checkpoint_format=info["format"], model=config)
+        settings.update(checkpoint=os.path.abspath(source.path), checkpoint_format=source.format, model=config)
     dataset = SegDataset(args.data_folder, args.split, args.dataset, build_val_transform(), args.num_classes)
     writer = PredictionWriter(output_dir, dataset, args.num_classes) if args.save_predictions else None
     start = time.time()
@@ -235,7 +145,8 @@ def run(args):
         predict_fn = dygraph_predict_fn(model, args.window_batch)
         matrix = evaluate(predict_fn, dataset, args.num_classes, base_size=args.base_size, crop_size=args.crop_size,
                           scales=scales, flip=args.flip, stride_rate=args.stride_rate, window_batch=args.window_batch,
-                          on_prediction=writer, progress=sys.stderr.isatty(), limit=args.limit or None)
+                          on_prediction=writer, progress=sys.stderr.isatty(), limit=args.limit or None,
+                          num_workers=args.num_workers)
     settings.update(images=min(len(dataset), args.limit or len(dataset)), seconds=round(time.time() - start, 2))
     if writer is not None:
         log.info("wrote %s PNGs under %s", "/, ".join(writer.kinds) + "/", output_dir)

@@ -18,6 +18,7 @@ import time
 import cv2
 import numpy as np
 
+from danet.constants import IGNORE_INDEX
 from danet.errors import UserError
 from danet.metrics import ConfusionMatrix
 
@@ -199,35 +200,42 @@ def predict_label(predict_fn, image, num_classes, base_size, crop_size, scales=(
 
 
 def evaluate(predict_fn, dataset, num_classes, *, base_size, crop_size, scales=(1.0,), flip=False,
-             stride_rate=2 / 3, window_batch=4, ignore_index=255, on_prediction=None, progress=True, limit=None):
+             stride_rate=2 / 3, window_batch=4, ignore_index=IGNORE_INDEX, on_prediction=None, progress=True,
+             limit=None, num_workers=0):
     """Predict every image of ``dataset`` and return the ConfusionMatrix over all of them.
 
     ``dataset[i]`` gives (image float32 [3, H, W] normalised, label int [H, W]), one whole image at a
     time (sizes may differ). ``on_prediction(index, pred_uint8 [H, W], label)`` is called per image
     (e.g. to save PNGs). Only the matrix is kept, so memory stays flat over the set. ``limit``
-    evaluates the first images only.
+    evaluates the first images only; ``num_workers`` processes read the images ahead of the model.
     """
     from tqdm import tqdm
+
+    from danet.data.loader import prefetch
 
     count = len(dataset) if limit is None else min(len(dataset), limit)
     matrix = ConfusionMatrix(num_classes, ignore_index)
     logger.info("evaluating %d images: base %s, crop %d, scales %s, flip %s", count, base_size, crop_size,
                 list(scales), flip)
     start = time.time()
-    for index in tqdm(range(count), desc="eval", unit="img", disable=not progress):
-        image, label = dataset[index]
-        label = np.asarray(label)
-        if label.shape != np.shape(image)[1:]:
-            raise UserError(f"image {index}: label shape {list(label.shape)} does not match image shape "
-                            f"{list(np.shape(image))}")
-        pred = predict_label(predict_fn, image, num_classes, base_size, crop_size, scales, flip, stride_rate,
-                             window_batch)
-        try:
-            matrix.update(pred, label)
-        except ValueError as err:
-            raise UserError(f"image {index}: {err}") from err
-        if on_prediction is not None:
-            on_prediction(index, pred, label)
+    samples = prefetch(dataset, count, num_workers)
+    try:
+        bar = tqdm(samples, total=count, desc="eval", unit="img", disable=not progress)
+        for index, (image, label) in enumerate(bar):
+            label = np.asarray(label)
+            if label.shape != np.shape(image)[1:]:
+                raise UserError(f"image {index}: label shape {list(label.shape)} does not match image shape "
+                                f"{list(np.shape(image))}")
+            pred = predict_label(predict_fn, image, num_classes, base_size, crop_size, scales, flip, stride_rate,
+                                 window_batch)
+            try:
+                matrix.update(pred, label)
+            except ValueError as err:
+                raise UserError(f"image {index}: {err}") from err
+            if on_prediction is not None:
+                on_prediction(index, pred, label)
+    finally:
+        samples.close()  # stops the reading processes at once, also after an error
     seconds = max(time.time() - start, 1e-9)
     summary = matrix.summary()
     logger.info("evaluated %d images in %.1f s (%.2f img/s): mIoU %.4f, pixel accuracy %.4f", count, seconds,

@@ -2,7 +2,10 @@
 import paddle
 import paddle.nn.functional as F
 
-IGNORE_INDEX = 255
+from danet.constants import IGNORE_INDEX
+
+# DANet's outputs in the order the model returns them in training.
+OUTPUT_NAMES = ("fused", "position", "channel")
 
 
 def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
@@ -18,15 +21,15 @@ def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
     return per_pixel.sum() / paddle.maximum(valid, paddle.ones_like(valid))
 
 
-def danet_loss(outputs, label, weights=(1.0, 1.0, 1.0), ignore_index=IGNORE_INDEX):
+def danet_loss(outputs, label, weights=(1.0, 1.0, 1.0), ignore_index=IGNORE_INDEX, names=OUTPUT_NAMES):
     """Weighted sum of the cross-entropies of DANet's outputs (fused, position, channel).
 
-    Returns ``(total, parts)`` where ``parts`` is the list of per-output losses.
+    Returns ``(total, parts)`` where ``parts`` maps each output's name to its (unweighted) loss.
     """
-    if len(weights) != len(outputs):
-        raise ValueError(f"{len(outputs)} outputs but {len(weights)} loss weights")
-    parts = [cross_entropy(o, label, ignore_index) for o in outputs]
-    total = parts[0] * weights[0]
-    for part, w in zip(parts[1:], weights[1:]):
-        total = total + part * w
+    if len(weights) != len(outputs) or len(names) < len(outputs):
+        raise ValueError(f"{len(outputs)} outputs but {len(weights)} loss weights and {len(names)} names")
+    parts = {name: cross_entropy(o, label, ignore_index) for name, o in zip(names, outputs)}
+    total = None
+    for part, w in zip(parts.values(), weights):
+        total = part * w if total is None else total + part * w
     return total, parts

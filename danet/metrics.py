@@ -14,6 +14,8 @@ import logging
 
 import numpy as np
 
+from danet.constants import IGNORE_INDEX
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ class ConfusionMatrix:
     before an all-reduce. ``matrix`` is a plain array that may be replaced by the reduced sum.
     """
 
-    def __init__(self, num_classes, ignore_index=255):
+    def __init__(self, num_classes, ignore_index=IGNORE_INDEX):
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = int(num_classes)

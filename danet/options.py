@@ -3,6 +3,7 @@
 The seed port's flags keep their names and meaning; ``--dilated`` is on by default (the seed
 silently trained at output stride 32 when it was forgotten) and ``--no-dilated`` turns it off.
 Training-only flags are accepted by ``eval`` for old command lines and reported as ignored.
+Each entry point gets only the groups of flags it acts on (see :data:`GROUPS`).
 """
 import argparse
 import os
@@ -23,29 +24,31 @@ def _model_flags(p):
     g.add_argument("--multi_grid", action="store_true", help="layer4 blocks use the dilations of --multi_dilation")
     g.add_argument("--multi_dilation", type=int, nargs="+", default=[4, 8, 16], metavar="D",
                    help="layer4 per-block dilations with --multi_grid (default: 4 8 16)")
-    g.add_argument("--recompute", action="store_true",
-                   help="recompute position attention in chunks in the backward pass (less memory, ~13%% slower)")
     return g
 
 
-def _data_flags(p):
+def _data_flags(p, sizes_only=False):
     g = p.add_argument_group("data")
-    g.add_argument("--data_folder", default="./dataset", help="root of the data sets (default: %(default)s)")
-    g.add_argument("--dataset", default="cityscapes", help="sub-folder of --data_folder (default: %(default)s)")
+    if not sizes_only:
+        g.add_argument("--data_folder", default="./dataset", help="root of the data sets (default: %(default)s)")
+        g.add_argument("--dataset", default="cityscapes", help="sub-folder of --data_folder (default: %(default)s)")
     g.add_argument("--base_size", type=int, default=1024,
                    help="train: short side before random scaling; eval: long side at scale 1.0 (default: %(default)s)")
     g.add_argument("--crop_size", type=int, default=768, help="training crop / sliding window (default: %(default)s)")
-    g.add_argument("--num_workers", type=int, default=2, help="data loader worker processes (default: %(default)s)")
+    if not sizes_only:
+        g.add_argument("--num_workers", type=int, default=2, help="processes that read and transform images ahead "
+                       "of the model, 0 = none (default: %(default)s)")
     return g
 
 
-def _runtime_flags(p):
+def _runtime_flags(p, logs=True):
     g = p.add_argument_group("runtime")
     g.add_argument("--cuda", action="store_true", help="run on the GPU (default: CPU)")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU math threads; 0 = all cores of this machine (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
-    g.add_argument("--log_root", default=None, help="folder for the log file (default: --save_dir or --output_dir)")
+    if logs:
+        g.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+        g.add_argument("--log_root", default=None, help="folder for the log file (default: --save_dir or --output_dir)")
     g.add_argument("--save_model", default=SEED_CHECKPOINT,
                    help="the checkpoint that eval and --load_pretrained_model / --load_better_model read "
                         "(a checkpoint or run folder, or a .pdparams file; default: %(default)s)")
@@ -87,24 +90,33 @@ def _train_flags(p, hidden=False):
     g.add_argument("--use_vdl", action="store_true", help=h("write VisualDL scalars under --save_dir"))
     g.add_argument("--amp", action="store_true", help=h("mixed precision O1 on the GPU (attention stays fp32)"))
     g.add_argument("--val_limit", type=int, default=0, help=h("validate on the first N images only, 0 = all"))
+    if not hidden:  # a memory setting of the backward pass: nothing to accept in eval
+        g.add_argument("--recompute", action="store_true",
+                       help="recompute position attention in chunks in the backward pass (less memory, ~13%% slower)")
+    return g
+
+
+def _predict_flags(p):
+    """How a model predicts: in danet.eval, tools/predict.py, and the validation during training."""
+    g = p.add_argument_group("prediction (in training: the validation after every --eval_interval epochs)")
+    g.add_argument("--multi_scales", action="store_true",
+                   help="scales 0.5 0.75 1.0 1.25 1.35 1.5 1.75 2.0 2.2 (the seed's), else 1.0")
+    g.add_argument("--scales", type=float, nargs="+", default=None, help="explicit list of scales")
+    g.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    g.add_argument("--stride_rate", type=float, default=2 / 3, help="window stride / crop size (default: 2/3)")
+    g.add_argument("--window_batch", type=int, default=2, help="sliding windows per forward pass (default: 2)")
     return g
 
 
 def _eval_flags(p):
     g = p.add_argument_group("evaluation")
     g.add_argument("--split", default="val", help="list split to evaluate (default: %(default)s)")
-    g.add_argument("--multi_scales", action="store_true",
-                   help="scales 0.5 0.75 1.0 1.25 1.35 1.5 1.75 2.0 2.2 (the seed's), else 1.0")
-    g.add_argument("--scales", type=float, nargs="+", default=None, help="explicit list of scales")
-    g.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
-    g.add_argument("--stride_rate", type=float, default=2 / 3, help="window stride / crop size (default: 2/3)")
     g.add_argument("--change_executor_to_dygraph", action="store_true",
                    help="convert the Executor checkpoint at --save_model to a dygraph one beside it first (seed "
                         "flag); without it an Executor checkpoint is converted in memory")
     g.add_argument("--output_dir", default=None, help="where metrics and predictions go (default: output/eval)")
     g.add_argument("--save_predictions", action="store_true", help="write train-id, colour and label-id PNGs")
     g.add_argument("--pred_dir", default=None, help="evaluate saved train-id PNGs instead of running a model")
-    g.add_argument("--window_batch", type=int, default=2, help="sliding windows per forward pass (default: 2)")
     g.add_argument("--limit", type=int, default=0, help="evaluate the first N images only, 0 = all")
     return g
 
@@ -124,12 +136,25 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser(entry):
-    """``entry`` is 'train_executor', 'train_dygraph' or 'eval'."""
-    p = _OneLineErrors(prog=f"python -m danet.{entry}", description=DESCRIPTIONS[entry])
+    """``entry`` is 'train_executor', 'train_dygraph', 'eval', 'predict' or 'export'.
+
+    Each gets the flags it acts on: the tools have no data-set, training or evaluation flags.
+    """
+    tool = entry in ("predict", "export")
+    p = _OneLineErrors(prog=f"danet-{entry}" if tool else f"python -m danet.{entry}",
+                       description=DESCRIPTIONS.get(entry))
     _model_flags(p)
-    _data_flags(p)
-    _runtime_flags(p)
+    if entry != "export":
+        _data_flags(p, sizes_only=tool)
+    _runtime_flags(p, logs=not tool)
+    if tool:
+        p.add_argument("--change_executor_to_dygraph", action="store_true",
+                       help="convert an Executor checkpoint at --save_model to a dygraph one beside it first")
+        if entry == "predict":
+            _predict_flags(p)
+        return p
     _train_flags(p, hidden=entry == "eval")
+    _predict_flags(p)
     if entry == "eval":
         _eval_flags(p)
     return p
@@ -149,17 +174,19 @@ def parse(entry, argv=None):
 
 
 def _check(parser, args):
+    """Refuse flags that cannot work; flags an entry point does not have are skipped."""
     positive = ["num_classes", "base_size", "crop_size", "epoch_num", "batch_size", "save_interval", "log_iters"]
     for name in positive:
-        if getattr(args, name) < 1:
+        if getattr(args, name, 1) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.crop_size < 16:
+    if getattr(args, "crop_size", 16) < 16:
         parser.error(f"--crop_size {args.crop_size} is too small: DANet needs at least 16 pixels (stride 8)")
-    if args.num_workers < 0 or args.threads < 0 or args.eval_interval < 0 or args.keep_checkpoints < 1:
+    if min(getattr(args, "num_workers", 0), args.threads, getattr(args, "eval_interval", 0)) < 0 \
+            or getattr(args, "keep_checkpoints", 1) < 1:
         parser.error("--num_workers, --threads and --eval_interval must be >= 0, --keep_checkpoints >= 1")
-    if args.lr is not None and args.lr <= 0:
+    if getattr(args, "lr", None) is not None and args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
-    if args.lr_scheduler not in ("poly", "cosine", "piecewise"):
+    if getattr(args, "lr_scheduler", "poly") not in ("poly", "cosine", "piecewise"):
         parser.error(f"unknown --lr_scheduler {args.lr_scheduler!r}: choose poly, cosine or piecewise")
     if args.multi_grid and not args.dilated:
         parser.error("--multi_grid needs a dilated backbone: drop --no-dilated")
@@ -170,3 +197,5 @@ def _check(parser, args):
                          f"(one per layer4 block), got {args.multi_dilation}")
     if getattr(args, "stride_rate", 0.5) <= 0 or getattr(args, "stride_rate", 0.5) > 1:
         parser.error(f"--stride_rate must be in (0, 1], got {args.stride_rate}")
+    if getattr(args, "window_batch", 1) < 1 or min(getattr(args, "scales", None) or [1]) <= 0:
+        parser.error("--window_batch must be >= 1 and every --scales value positive")

@@ -95,8 +95,19 @@ def seed_everything(seed):
     paddle.seed(seed)
 
 
+# Paddle's notices that say nothing to a user of this project (the console keeps our log lines, progress and
+# errors): BatchNorm in a training Program always tracks running statistics, which is what DANet wants.
+# Paddle 3.x's gradient code asks a PIR value for its place while it builds a training Program.
+_LIBRARY_NOTICES = ("When training, we now always track global mean and variance",
+                    "Tensor do not have 'place' interface for pir graph mode")
+
+
 def run_main(fn, args):
     """Run ``fn(args)``; a UserError becomes one line on stderr and exit 2 unless ``--debug``."""
+    import warnings
+
+    for message in _LIBRARY_NOTICES:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
     try:
         return fn(args)
     except UserError as e:

@@ -1,13 +1,45 @@
-"""Shared test set-up: deterministic seeds, and every test leaves Paddle in dygraph mode."""
+"""Shared test set-up: deterministic seeds, every test leaves Paddle in dygraph mode, and a test that starts a
+process (an entry point, a data loader worker) must say so with ``@pytest.mark.process``: ``make test-fast``
+leaves those out and starts none."""
 import os
 import random
+import subprocess
 
 import numpy as np
+import numpy.testing  # noqa: F401  (numpy 1.x runs lscpu when this is first imported: not a test's process)
 import pytest
 
 os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
 
 import paddle  # noqa: E402
+
+
+_started = [0]  # processes started by this pytest process (subprocess or fork)
+
+
+def _counting(start):
+    def wrapper(*args, **kwargs):
+        _started[0] += 1
+        return start(*args, **kwargs)
+
+    return wrapper
+
+
+def pytest_configure(config):
+    subprocess.Popen.__init__ = _counting(subprocess.Popen.__init__)
+    os.fork = _counting(os.fork)  # multiprocessing, Paddle's DataLoader workers and process pools fork
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.processes_before = _started[0]  # before the fixtures: a module fixture's training run counts too
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    started = _started[0] - item.processes_before
+    if started and item.get_closest_marker("process") is None:
+        pytest.fail(f"{item.nodeid} started {started} process(es) but is not marked @pytest.mark.process", False)
 
 
 @pytest.fixture(autouse=True)

@@ -23,10 +23,10 @@ def env():
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
 
 
-def run_entry(entry, args, timeout=180):
+def run_entry(entry, args, timeout=180, cwd=ROOT):
     """``python -m danet.<entry> args`` (or ``python tools/x.py`` for ``entry='tools/x.py'``), finished."""
     cmd = [sys.executable, entry] if entry.endswith(".py") else [sys.executable, "-m", f"danet.{entry}"]
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env(), cwd=ROOT,
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env(), cwd=cwd,
                           timeout=timeout)
 
 

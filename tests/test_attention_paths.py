@@ -94,6 +94,11 @@ def test_gpu_branch_uses_sdpa_with_scale_one_when_paddle_offers_it_else_falls_ba
         assert real is not None
     if _paddle_version() < (3, 0):           # 2.6's SDPA has no scale: DANet's unscaled energy needs the fallback
         assert real is None
+    sdpa = getattr(paddle.nn.functional, "scaled_dot_product_attention", None)
+    if real is None and sdpa is not None:    # any version: the fallback is taken only when SDPA cannot take scale=
+        q = paddle.zeros([1, 4, 1, 8])
+        with pytest.raises(TypeError):
+            sdpa(q, q, q, scale=1.0)
     if real is not None:
         assert pam.path(paddle.to_tensor(x)) == "sdpa" and calls == [{"scale": 1.0}]
     else:

@@ -9,6 +9,7 @@ import pytest
 from test_eval import load_tool, random_checkpoint, trained_run
 
 from danet import checkpoint, convert, weights
+from danet.engine.static import StaticEval
 from danet.errors import UserError
 
 RESNET18 = dict(backbone="resnet18", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16])
@@ -25,7 +26,7 @@ def dygraph_ckpt(tmp_path_factory):
 
 
 def _raw(folder, name="model.pdparams"):
-    return checkpoint.safe_load(os.path.join(folder, name))
+    return weights.safe_load(os.path.join(folder, name))
 
 
 def _assert_same(a, b):
@@ -35,6 +36,7 @@ def _assert_same(a, b):
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_executor_dygraph_executor_round_trip_is_bit_exact(tmp_path, executor_ckpt):
     to_dygraph = convert.convert(executor_ckpt, str(tmp_path / "dygraph"))
     back = convert.convert(str(tmp_path / "dygraph"), str(tmp_path / "executor"))
@@ -62,19 +64,19 @@ def test_dygraph_executor_dygraph_round_trip_is_bit_exact(tmp_path, dygraph_ckpt
     names = json.loads(open(tmp_path / "executor" / weights.NAMES_FILE).read())
     assert sorted(_raw(tmp_path / "executor")) == sorted(names.values()) and len(names) == 134
     main([str(tmp_path / "executor"), str(tmp_path / "back.pdparams"), "--to", "dygraph"])
-    _assert_same(_raw(dygraph_ckpt), checkpoint.safe_load(str(tmp_path / "back.pdparams")))
+    _assert_same(_raw(dygraph_ckpt), weights.safe_load(str(tmp_path / "back.pdparams")))
 
 
 def test_bare_executor_weights_are_mapped_through_the_traced_program(tmp_path, dygraph_ckpt):
-    names = convert.StaticEval(RESNET18).names
+    names = StaticEval(RESNET18).names
     structured = _raw(dygraph_ckpt)
     bare = str(tmp_path / "bare.pdparams")  # paddle.static.save's keys, no names.json, no state.json
     checkpoint.save_arrays(bare, {p: structured[k] for k, p in names.items()})
     with pytest.raises(UserError, match="give the model flags"):
-        convert.read_checkpoint(bare)
-    found, info = convert.read_checkpoint(bare, RESNET18)
-    assert info["format"] == "executor"
-    _assert_same(found, structured)
+        weights.read_weights(bare)
+    found = weights.read_weights(bare, RESNET18)
+    assert found.format == "executor"
+    _assert_same(found.tensors, structured)
 
 
 @pytest.fixture
@@ -93,12 +95,12 @@ def test_a_partial_checkpoint_is_refused_naming_every_tensor_and_nothing_is_writ
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logging.getLogger("danet.convert").addHandler(handler)
+    logging.getLogger("danet.weights").addHandler(handler)
     try:
         with pytest.raises(UserError, match=r"2 missing .*1 unexpected .*1 with another shape"):
             convert.convert(broken, str(tmp_path / "out"), to="executor", config=RESNET18)
     finally:
-        logging.getLogger("danet.convert").removeHandler(handler)
+        logging.getLogger("danet.weights").removeHandler(handler)
     logged = "\n".join(r.getMessage() for r in records)
     for name in ("head.pam.gamma", "head.cam.gamma", "head.extra.weight", "head.cls_fused.bias [5]"):
         assert name in logged

@@ -149,6 +149,7 @@ def _batches(dataset, seed):
     return [(image.numpy(), label.numpy()) for image, label in loader]
 
 
+@pytest.mark.process
 def test_dataloader_with_workers_yields_crop_batches_reproducibly(data_folder):
     folder, _ = data_folder
     dataset = SegDataset(str(folder), "train", transform=T.build_train_transform(base_size=24, crop_size=20))

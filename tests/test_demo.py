@@ -5,20 +5,26 @@ import re
 
 import cv2
 import pytest
-from faultlib import ROOT, run_entry
+from faultlib import ROOT, run_entry, tree_hashes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 
 def test_demo_trains_converts_evaluates_and_draws(tmp_path):
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
-    done = run_entry("tools/demo.py", ["--mode", "executor", "--epochs", "2", "--num_train", "4", "--num_val", "2",
-                                       "--data_folder", tmp_path / "data", "--save_dir", ckpt, "--output_dir", out],
-                     timeout=600)
+    # A folder holding a user's own demo run, where this demo runs with other --save_dir and --output_dir.
+    work = tmp_path / "work"
+    for folder in ("checkpoint/demo_executor/epoch_0002", "output/demo_executor"):
+        (work / folder).mkdir(parents=True)
+        (work / folder / "mine.txt").write_text("the user's own run\n")
+    before = tree_hashes(work)
+    done = run_entry(os.path.join(ROOT, "tools", "demo.py"),
+                     ["--mode", "executor", "--epochs", "2", "--num_train", "4", "--num_val", "2", "--data_folder",
+                      tmp_path / "data", "--save_dir", ckpt, "--output_dir", out], timeout=600, cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
     text = done.stdout + done.stderr
     # Every stage is the real command line, printed before it runs.
-    for stage in ("danet.train_executor", "danet.eval", "tools/predict.py"):
+    for stage in ("danet.train_executor", "danet.eval", "danet.tools.predict"):
         assert re.search(rf"^\$ .*{re.escape(stage)}", done.stdout, re.M), stage
     # The Executor checkpoint was converted and the dygraph copy evaluated.
     assert (ckpt / "epoch_0002-dygraph" / "model.pdparams").is_file()
@@ -34,8 +40,8 @@ def test_demo_trains_converts_evaluates_and_draws(tmp_path):
     val_image = next((tmp_path / "data" / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))
     h, w = cv2.imread(str(val_image)).shape[:2]
     assert cv2.imread(str(pictures[0])).shape[:2] == (h, 3 * w)
-    # The user's own demo run is untouched.
-    assert not os.path.exists(os.path.join(ROOT, "checkpoint", "demo_executor", "epoch_0002"))
+    # The user's own demo run is untouched, and nothing else was written where the demo ran.
+    assert tree_hashes(work) == before
 
 
 def test_demo_refuses_a_data_folder_that_is_not_synthetic(tmp_path):

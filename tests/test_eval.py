@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from danet import build_model, checkpoint
+from danet import build_model, checkpoint, weights
 from danet.data.cityscapes import LABEL_ID_TO_TRAIN_ID, PALETTE, TRAIN_ID_TO_LABEL_ID, SegDataset
 from danet.data.synthetic import make_synthetic_dataset
 from danet.data.transforms import build_val_transform
@@ -98,7 +98,7 @@ def random_ckpt(tmp_path_factory):
 def fitted_ckpt(tmp_path_factory, data, random_ckpt):
     """The random checkpoint with its class outputs permuted so that each class it predicts lands on the true
     class it overlaps most: an untrained model whose IoUs are not all 0, so comparing them means something."""
-    arrays = checkpoint.safe_load(os.path.join(random_ckpt, "model.pdparams"))
+    arrays = weights.safe_load(os.path.join(random_ckpt, "model.pdparams"))
     model = build_model("resnet18", 19)
     model.set_state_dict(arrays)
     model.eval()
@@ -191,10 +191,10 @@ def _official_iou(pred_label_ids, gt_label_ids):
 
 def test_per_class_iou_equals_an_independent_computation_and_pngs_are_right(tmp_path, data, fitted_ckpt):
     out = tmp_path / "out"
-    metrics = main(["--save_model", fitted_ckpt, "--data_folder", data, "--base_size", "128", "--crop_size", "128",
-                    "--save_predictions", "--output_dir", str(out)])
+    metrics = main(["--save_model", fitted_ckpt, "--data_folder", data, "--num_workers", "0", "--base_size", "128",
+                    "--crop_size", "128", "--save_predictions", "--output_dir", str(out)])
     model = build_model("resnet18", 19)
-    model.set_state_dict(checkpoint.safe_load(os.path.join(fitted_ckpt, "model.pdparams")))
+    model.set_state_dict(weights.safe_load(os.path.join(fitted_ckpt, "model.pdparams")))
     model.eval()
     root = os.path.join(data, "cityscapes")
     images = open(os.path.join(root, "valImages.txt")).read().split()
@@ -229,6 +229,7 @@ def test_per_class_iou_equals_an_independent_computation_and_pngs_are_right(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_multi_scale_flip_sliding_window_on_a_trained_checkpoint(tmp_path, data, dygraph_run):
     out = tmp_path / "out"
     metrics = main(["--save_model", dygraph_run, "--data_folder", data, "--base_size", "64", "--crop_size", "48",
@@ -241,6 +242,7 @@ def test_multi_scale_flip_sliding_window_on_a_trained_checkpoint(tmp_path, data,
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_executor_checkpoint_in_memory_equals_converted(tmp_path, data, executor_run):
     common = ["--save_model", executor_run, "--data_folder", data, "--base_size", "128", "--crop_size", "64"]
     direct = main(common + ["--output_dir", str(tmp_path / "direct")])
@@ -270,14 +272,30 @@ def test_model_flags_that_contradict_the_checkpoint_are_an_error(tmp_path, data,
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--backbone", "resnet34"], r"does not fit the model \(\d+ missing \(e.g. backbone.layer1.2"),
-    (["--backbone", "resnet18", "--num_classes", "5"], r"6 with another shape \(e.g. head.cls_fused.weight \[19"),
+    (["--backbone", "resnet34"], r"holds a model with --backbone resnet18, --num_classes 19.* ask for --backbone "
+                                 r"resnet34"),
+    (["--backbone", "resnet18", "--num_classes", "5"], r"holds a model with --backbone resnet18, --num_classes 19.* "
+                                                         r"ask for --backbone resnet18, --num_classes 5"),
 ], ids=["backbone", "classes"])
-def test_weights_of_another_backbone_or_class_count_are_refused(tmp_path, data, bare_weights, flags, message):
+def test_flags_that_contradict_what_bare_weights_show_are_refused(tmp_path, data, bare_weights, flags, message):
+    """A bare .pdparams has no config, but its tensors show the depth and the classes."""
     with pytest.raises(UserError, match=message):
         main(["--save_model", bare_weights, "--data_folder", data, "--output_dir", str(tmp_path), "--debug"] + flags)
 
 
+def test_bare_weights_evaluate_without_model_flags_and_gaps_are_refused(tmp_path, data, bare_weights):
+    metrics = main(["--save_model", bare_weights, "--data_folder", data, "--output_dir", str(tmp_path / "ok"),
+                    "--limit", "1", "--num_workers", "0", "--base_size", "128", "--crop_size", "64"])
+    assert metrics["settings"]["model"]["backbone"] == "resnet18"  # found from the tensors, not from a flag
+    arrays = weights.safe_load(bare_weights)
+    del arrays["head.pam.gamma"]
+    checkpoint.save_arrays(str(tmp_path / "gap.pdparams"), arrays)
+    with pytest.raises(UserError, match=r"does not fit the model \(1 missing \(e.g. head.pam.gamma"):
+        main(["--save_model", str(tmp_path / "gap.pdparams"), "--data_folder", data, "--output_dir",
+              str(tmp_path / "gap"), "--debug"])
+
+
+@pytest.mark.process
 def test_truncated_weights_exit_2_with_one_line(tmp_path, data, bare_weights):
     with open(bare_weights, "r+b") as f:
         f.truncate(os.path.getsize(bare_weights) // 2)

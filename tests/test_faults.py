@@ -20,6 +20,8 @@ from danet import build_model, checkpoint
 
 CONFIG = dict(dilated=True, multi_grid=False, multi_dilation=[4, 8, 16], recompute=False)
 
+pytestmark = pytest.mark.process  # every test here runs the entry points as processes
+
 
 @pytest.fixture(scope="module")
 def run_dir(data, tmp_path_factory):
@@ -244,6 +246,7 @@ RESUME = [(entry, case) for entry, fmt in [("train_dygraph", "dygraph"), ("train
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("entry, case", RESUME)
 def test_a_checkpoint_that_cannot_be_resumed_stops_with_one_line(entry, case, data, run_dir, foreign):
     key, culprits = _resume_cases(entry.replace("train_", ""))[case]
@@ -264,6 +267,7 @@ PRETRAINED = {
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("case", list(PRETRAINED))
 @pytest.mark.parametrize("entry", ["train_dygraph", "train_executor"])
 def test_initial_weights_that_do_not_fit_stop_with_one_line(entry, case, data, run_dir, foreign, tmp_path):
@@ -287,6 +291,7 @@ EVAL = {
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("case", list(EVAL))
 def test_eval_of_a_checkpoint_that_does_not_fit_stops_with_one_line(case, data, foreign, tmp_path):
     key, flags, culprits = EVAL[case]
@@ -296,6 +301,7 @@ def test_eval_of_a_checkpoint_that_does_not_fit_stops_with_one_line(case, data, 
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_debug_shows_the_traceback_of_a_checkpoint_error(data, run_dir, foreign):
     result = run_entry("train_dygraph", train_args(data, run_dir, "--resume", foreign["truncated_dir"], "--debug"))
     assert result.returncode != 0

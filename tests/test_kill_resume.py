@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from faultlib import run_entry, start_entry, train_args
 
-from danet import checkpoint
+from danet import checkpoint, weights
 from danet.weights import read_weights
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 EPOCHS, STEPS = 4, 3  # 6 images, batch 2
 TOTAL = EPOCHS * STEPS
 MODES = ["dygraph", "executor"]
@@ -69,8 +69,8 @@ def run_and_kill(mode, args, log_path, save_dir, trigger, iteration, delay, time
 
 def final_arrays(save_dir):
     ckpt = checkpoint.read_pointer(save_dir, "latest")
-    opt = checkpoint.safe_load(os.path.join(ckpt, "model.pdopt"))
-    return read_weights(ckpt)[0], {k: v for k, v in opt.items() if isinstance(v, np.ndarray)}
+    opt = weights.safe_load(os.path.join(ckpt, "model.pdopt"))
+    return read_weights(ckpt).tensors, {k: v for k, v in opt.items() if isinstance(v, np.ndarray)}
 
 
 def complete_checkpoints(save_dir):

@@ -3,7 +3,6 @@ that dies ends training with a clear line instead of a hang."""
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import paddle
@@ -70,6 +69,7 @@ def test_evaluation_memory_is_flat_over_hundreds_of_images():
     assert probe.mb[299] - probe.mb[50] < 16, probe.mb
 
 
+@pytest.mark.slow
 def test_evaluation_with_a_real_model_is_flat_too():
     """ResNet-18 DANet over 100 images of 32x64 (3 sliding windows each, in two forward passes)."""
     model = build_model("resnet18", num_classes=NUM_CLASSES)
@@ -101,12 +101,12 @@ DYING_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_a_worker_that_dies_ends_training_with_one_clear_line(how, data, tmp_path):
-    start = time.time()
+    # A hang (the failure this guards against) ends the test by subprocess.TimeoutExpired.
     result = subprocess.run([sys.executable, "-c", DYING_RUN, how, *train_args(data, str(tmp_path / "run"), workers=2)],
                             capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
-    assert time.time() - start < 60
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = message_lines(result.stderr)[-1]

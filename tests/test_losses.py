@@ -62,7 +62,8 @@ def test_danet_loss_is_the_weighted_sum_of_the_three_outputs():
     label = _label()
     refs = [numpy_cross_entropy(o, label) for o in outputs]
     total, parts = danet_loss([paddle.to_tensor(o) for o in outputs], paddle.to_tensor(label), weights=(1.0, 0.5, 2.0))
-    np.testing.assert_allclose([float(p) for p in parts], refs, rtol=1e-5)
+    assert list(parts) == ["fused", "position", "channel"]
+    np.testing.assert_allclose([float(p) for p in parts.values()], refs, rtol=1e-5)
     np.testing.assert_allclose(float(total), refs[0] + 0.5 * refs[1] + 2.0 * refs[2], rtol=1e-5)
     default, _ = danet_loss([paddle.to_tensor(o) for o in outputs], paddle.to_tensor(label))
     np.testing.assert_allclose(float(default), sum(refs), rtol=1e-5)

@@ -70,8 +70,8 @@ def test_flags_that_cannot_work_are_errors(argv, message, capsys):
 SHARED_FLAGS = ["--backbone", "--num_classes", "--dilated", "--no-dilated", "--multi_grid", "--multi_dilation",
                 "--data_folder", "--dataset", "--base_size", "--crop_size", "--num_workers", "--cuda", "--threads",
                 "--seed", "--log_root", "--save_model", "--debug"]
-EVAL_FLAGS = ["--split", "--multi_scales", "--scales", "--flip", "--stride_rate", "--change_executor_to_dygraph",
-              "--output_dir", "--save_predictions"]
+PREDICTION_FLAGS = ["--multi_scales", "--scales", "--flip", "--stride_rate", "--window_batch"]
+EVAL_FLAGS = ["--split", "--change_executor_to_dygraph", "--output_dir", "--save_predictions", "--pred_dir", "--limit"]
 
 
 def _help(entry):
@@ -83,15 +83,18 @@ def _help(entry):
     return set(re.findall(r"^  (--[\w-]+)", result.stdout, re.M))  # flags that start a help entry
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("entry", ["train_executor", "train_dygraph"])
 def test_help_of_each_training_entry_point_shows_the_shared_flags(entry):
     described = _help(entry)
-    assert not [f for f in SHARED_FLAGS + SEED_FLAGS + NEW_FLAGS if f not in described]
+    assert not [f for f in SHARED_FLAGS + SEED_FLAGS + NEW_FLAGS + PREDICTION_FLAGS if f not in described]
     assert not described & set(EVAL_FLAGS)
 
 
+@pytest.mark.process
 def test_help_of_eval_shows_the_shared_flags_and_hides_training_ones():
     described = _help("eval")
-    assert not [f for f in SHARED_FLAGS + EVAL_FLAGS if f not in described]
+    assert not [f for f in SHARED_FLAGS + PREDICTION_FLAGS + EVAL_FLAGS if f not in described]
+    assert "--recompute" not in described  # a training memory setting: eval has nothing to do with it
     assert "--warm_up" not in described and "--epoch_num" not in described
     assert parse("eval", ["--warm_up", "--epoch_num", "3"]).warm_up  # still accepted: old command lines run

@@ -53,6 +53,7 @@ def _stamps(root):
     return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(root) for f in fs}
 
 
+@pytest.mark.process  # a pool of workers converts the labels
 def test_converts_label_ids_and_writes_sorted_lists(download):
     root, expected = download
     summary = prepare_cityscapes(root, workers=2, progress=False)

@@ -7,7 +7,7 @@ import paddle
 import pytest
 from test_eval import load_tool, random_checkpoint
 
-from danet import build_model, checkpoint
+from danet import build_model, weights
 from danet.data.cityscapes import PALETTE
 
 
@@ -18,7 +18,7 @@ def ckpt(tmp_path_factory):
 
 def _model(ckpt):
     model = build_model("resnet18", 5)
-    model.set_state_dict(checkpoint.safe_load(os.path.join(ckpt, "model.pdparams")))
+    model.set_state_dict(weights.safe_load(os.path.join(ckpt, "model.pdparams")))
     model.eval()
     return model
 

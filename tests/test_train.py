@@ -18,12 +18,12 @@ import numpy as np
 import paddle
 import pytest
 
-from danet import checkpoint
+from danet import checkpoint, weights
 from danet.data.synthetic import make_synthetic_dataset
 from danet.lr import lr_at
 from danet.weights import read_weights
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 HAVE_VDL = importlib.util.find_spec("visualdl") is not None  # not installed in the Paddle 2.6 test environment
 VDL = ["--use_vdl"] if HAVE_VDL else []
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +66,8 @@ def start(mode, args, log_path):
 
 def arrays(ckpt_dir):
     """Model weights by structured name, and the optimizer state, of one checkpoint."""
-    found, _ = read_weights(str(ckpt_dir))
-    opt = {k: v for k, v in checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt")).items()
+    found = read_weights(str(ckpt_dir).tensors)
+    opt = {k: v for k, v in weights.safe_load(os.path.join(ckpt_dir, "model.pdopt")).items()
            if isinstance(v, np.ndarray)}
     return found, opt
 
@@ -201,7 +201,7 @@ def test_an_executor_checkpoint_whose_program_names_differ_is_restored_by_struct
     pa, pb = names[a], names[b]
     swap = {pa: pb, pb: pa, pa + "_velocity_0": pb + "_velocity_0", pb + "_velocity_0": pa + "_velocity_0"}
     for name in ("model.pdparams", "model.pdopt"):
-        stored = checkpoint.safe_load(str(ckpt / name))
+        stored = weights.safe_load(str(ckpt / name))
         checkpoint.save_arrays(str(ckpt / name), {swap.get(k, k): v for k, v in stored.items()})
     names[a], names[b] = pb, pa
     (ckpt / "names.json").write_text(json.dumps(names))

@@ -13,7 +13,7 @@ import paddle
 import pytest
 from faultlib import CodeOnLoad, message_lines, run_entry, train_args, write_malicious
 
-from danet import build_model, checkpoint
+from danet import build_model, checkpoint, weights
 from danet.errors import UserError
 
 CONFIG = dict(backbone="resnet18", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16],
@@ -55,7 +55,7 @@ def test_safe_load_refuses_code_and_runs_none_of_it(where, tmp_path):
     path = str(tmp_path / "evil.pdparams")
     _dump(path, _payloads(str(marker))[where])
     with pytest.raises(UserError) as refused:
-        checkpoint.safe_load(path)
+        weights.safe_load(path)
     message = str(refused.value)
     assert f"refusing to load {path}" in message and "io.open" in message and "never code" in message
     assert "\n" not in message
@@ -72,11 +72,11 @@ def test_safe_load_reads_what_paddle_save_writes(tmp_path):
     scheduler.step()
     paddle.save(layer.state_dict(), str(tmp_path / "m.pdparams"))
     paddle.save(opt.state_dict(), str(tmp_path / "m.pdopt"))
-    params = checkpoint.safe_load(str(tmp_path / "m.pdparams"))
+    params = weights.safe_load(str(tmp_path / "m.pdparams"))
     assert params.keys() == layer.state_dict().keys()
     for name, tensor in layer.state_dict().items():
         np.testing.assert_array_equal(params[name], tensor.numpy())
-    state = checkpoint.safe_load(str(tmp_path / "m.pdopt"))
+    state = weights.safe_load(str(tmp_path / "m.pdopt"))
     velocities = [k for k, v in state.items() if k.endswith("_velocity_0") and isinstance(v, np.ndarray)]
     assert len(velocities) == 2
     assert state["LR_Scheduler"]["last_epoch"] == 1
@@ -90,7 +90,7 @@ def test_a_truncated_weight_file_is_called_truncated(cut, tmp_path):
     with open(path, "wb") as f:
         f.write(data[:int(cut * len(data)) if isinstance(cut, float) else cut])
     with pytest.raises(UserError, match=f"{path} is truncated or not a Paddle weight file"):
-        checkpoint.safe_load(path)
+        weights.safe_load(path)
 
 
 # -- every entry point -------------------------------------------------------------------------------------------
@@ -130,6 +130,7 @@ def _entry_cases():
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("entry, flag, key", _entry_cases())
 def test_every_entry_point_refuses_a_checkpoint_that_would_run_code(entry, flag, key, evil, data, tmp_path):
     path = evil[key]

@@ -1,57 +1,7 @@
-"""Export a trained DANet checkpoint for Paddle Inference with ``paddle.jit.save``.
-
-    python tools/export.py --save_model checkpoint/dygraph_resnet101 --output output/export/danet
-
-The input is ``image``: float32 ``[batch, 3, height, width]`` (any batch and size), normalised with
-the ImageNet mean and std on RGB/255 as in training; the output is the fused logits
-``[batch, num_classes, height, width]`` (take the argmax over axis 1). Paddle 3.x writes
-``<output>.json`` + ``<output>.pdiparams``, Paddle 2.6 ``<output>.pdmodel`` + ``<output>.pdiparams``.
-The export is loaded back with ``paddle.jit.load`` and run by a Paddle Inference predictor, and
-both are checked against the dygraph model on a random input. On a CPU with Paddle 3.3, create the
-predictor with ``config.disable_mkldnn()``: its oneDNN executor rejects the bilinear resize.
-Any checkpoint format ``python -m danet.eval`` reads works here.
-"""
-import os
+"""The console script danet-export, run from a checkout: see danet/tools/export.py (`danet-export --help`)."""
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)  # run from a checkout without `pip install -e .`
-
-from danet import options  # noqa: E402
-from danet.deploy import export_model  # noqa: E402
-from danet.eval import load_model, tool_main  # noqa: E402
-from danet.runtime import setup_device, setup_logging  # noqa: E402
-
-
-def build_parser():
-    parser = options.build_parser("eval")  # the shared model and checkpoint flags
-    parser.prog, parser.description = "python tools/export.py", __doc__.splitlines()[0]
-    parser.add_argument("--output", default=os.path.join("output", "export", "danet"), metavar="PREFIX",
-                        help="path prefix of the exported files (default: %(default)s)")
-    parser.add_argument("--check_size", type=int, nargs=2, default=[64, 96], metavar=("H", "W"),
-                        help="size of the random image the export is checked on (default: 64 96)")
-    return parser
-
-
-def run(args):
-    setup_logging()
-    setup_device(args.cuda, args.threads)
-    model, info, _ = load_model(args, args.explicit)
-    report = export_model(model, args.output, (1, 3) + tuple(args.check_size))
-    print(f"exported {info['path']} to {', '.join(report['files'])}; logits differ from the model's by at most "
-          f"{report['jit_diff']:.3g} (paddle.jit.load) and {report['inference_diff']:.3g} (Paddle Inference)")
-    return report
-
-
-def _check(parser, args):
-    if min(args.check_size) < 8:
-        parser.error(f"--check_size must be at least 8 8, got {args.check_size}")
-
-
-def main(argv=None):
-    return tool_main(build_parser, run, argv, check=_check)
-
+from danet.tools.export import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

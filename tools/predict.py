@@ -1,59 +1,7 @@
-"""Segment images with a trained DANet checkpoint: colour masks, overlays and train-id PNGs.
-
-    python tools/predict.py --save_model checkpoint/dygraph_resnet101 photos/ street.jpg --output_dir out
-    python tools/predict.py --save_model ckpt img.png --base_size 2048 --crop_size 1024 --scales 0.75 1.0 1.25 --flip
-
-Writes ``color/<name>.png`` (Cityscapes palette), ``overlay/<name>.png`` (mask blended over the image
-with --alpha), ``side_by_side/<name>.png`` (image | mask | overlay) and ``trainid/<name>.png`` under
---output_dir (default output/predict); names keep the path below a folder input. Images are run at
-their own size unless --base_size (the long side at scale 1.0) is given; larger than --crop_size they
-are run by sliding windows. Any checkpoint format ``python -m danet.eval`` reads works here.
-"""
-import os
+"""The console script danet-predict, run from a checkout: see danet/tools/predict.py (`danet-predict --help`)."""
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)  # run from a checkout without `pip install -e .`
-
-from danet import options  # noqa: E402
-from danet.deploy import predict_images  # noqa: E402
-from danet.eval import load_model, tool_main  # noqa: E402
-from danet.runtime import setup_device, setup_logging  # noqa: E402
-
-DEFAULT_OUTPUT = os.path.join("output", "predict")
-
-
-def build_parser():
-    parser = options.build_parser("eval")  # the shared flags: model, checkpoint, scales, flip, windows
-    parser.prog, parser.description = "python tools/predict.py", __doc__.splitlines()[0]
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
-    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlays (default: 0.5)")
-    return parser
-
-
-def run(args):
-    setup_logging()
-    setup_device(args.cuda, args.threads)
-    model, _, config = load_model(args, args.explicit)
-    base_size = args.base_size if "base_size" in args.explicit else None
-    written = predict_images(model, config["num_classes"], args.inputs, args.output_dir or DEFAULT_OUTPUT,
-                             base_size=base_size, crop_size=args.crop_size, scales=args.scales,
-                             multi_scales=args.multi_scales, flip=args.flip, stride_rate=args.stride_rate,
-                             window_batch=args.window_batch, alpha=args.alpha, limit=args.limit)
-    print(f"wrote {len(written)} files under {args.output_dir or DEFAULT_OUTPUT} "
-          "(color/, overlay/, trainid/, side_by_side/)")
-    return written
-
-
-def _check(parser, args):
-    if not 0 <= args.alpha <= 1:
-        parser.error(f"--alpha must be in [0, 1], got {args.alpha}")
-
-
-def main(argv=None):
-    return tool_main(build_parser, run, argv, check=_check, extra=("base_size",))
-
+from danet.tools.predict import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,41 +1,7 @@
-"""Prepare the official Cityscapes download for training: labelIds -> labelTrainIds PNGs and the list files.
-
-    python tools/prepare_cityscapes.py dataset/cityscapes --workers 4
-
-Idempotent: a second run converts nothing. Exits with status 1 and a one-line error naming the missing or
-unreadable files. See dataset/README.md.
-"""
-import argparse
-import logging
-import os
+"""The console script danet-prepare-cityscapes, run from a checkout (see danet/tools/prepare_cityscapes.py)."""
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)  # run from a checkout without `pip install -e .`
-
-from danet.data.prepare import prepare_cityscapes  # noqa: E402
-from danet.errors import UserError  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", default="dataset/cityscapes",
-                        help="folder holding leftImg8bit/ and gtFine/ (default: dataset/cityscapes)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    parser.add_argument("--force", action="store_true", help="rewrite labels and lists even if up to date")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    try:
-        summary = prepare_cityscapes(args.root, workers=args.workers, force=args.force)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    lists = ", ".join(summary.lists_written) or "none"
-    print(f"{args.root}: {summary.images} images; {summary.labels_written} labels written, "
-          f"{summary.labels_skipped} up to date; lists written: {lists}")  # fmt: skip
-    return 0
-
+from danet.tools.prepare_cityscapes import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,9 +17,10 @@ import math
 import cv2
 import numpy as np
 
+from danet.constants import IGNORE_INDEX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IGNORE_INDEX = 255
 
 
 class Compose:

@@ -3,11 +3,24 @@ import paddle
 
 from danet.lr import DANetLR
 
+# The model settings that give weights their meaning: two checkpoints agree when these agree. Others
+# (--recompute, chunk sizes) change how the same model runs, not what its weights are.
+ARCH_DEFAULTS = dict(backbone="resnet101", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16])
+ARCH_KEYS = tuple(ARCH_DEFAULTS)
+
+
+def arch(config):
+    """The architecture settings of a model config (defaults for those it lacks); see ``ARCH_KEYS``."""
+    out = {k: config.get(k, v) for k, v in ARCH_DEFAULTS.items()}
+    out["multi_dilation"] = [int(d) for d in out["multi_dilation"]]
+    return out
+
 
 def model_config(args):
     """The keyword arguments of :func:`danet.build_model` that the flags select (saved with checkpoints)."""
-    return dict(backbone=args.backbone, num_classes=args.num_classes, dilated=args.dilated,
-                multi_grid=args.multi_grid, multi_dilation=list(args.multi_dilation), recompute=args.recompute)
+    config = arch(vars(args))
+    config["recompute"] = bool(getattr(args, "recompute", False))
+    return config
 
 
 def build_scheduler(args, steps_per_epoch):
@@ -21,17 +34,3 @@ def build_optimizer(args, scheduler, parameters=None):
     """Momentum with L2 decay on every parameter (as the seed); head parameters carry a 10x LR in their ParamAttr."""
     return paddle.optimizer.Momentum(learning_rate=scheduler, momentum=args.momentum, parameters=parameters,
                                      weight_decay=paddle.regularizer.L2Decay(args.weight_decay))
-
-
-def rename_state(state, names):
-    """Re-key parameters and their optimizer state (``<param>_velocity_0``) by ``names`` {old name: new}.
-
-    Paddle names parameters by a per-process counter (``conv2d_17.w_0``), which differs in a process
-    that built other layers first or runs other model code; checkpoints are re-keyed through the
-    structured names so any process can resume them. Other keys (the LR, old checkpoints) are kept.
-    """
-    out = {}
-    for key, value in state.items():
-        owner = max((n for n in names if key == n or key.startswith(n + "_")), key=len, default=None)
-        out[names[owner] + key[len(owner):] if owner else key] = value
-    return out

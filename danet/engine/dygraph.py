@@ -5,9 +5,11 @@ import os
 import numpy as np
 import paddle
 
-from danet import build_model, checkpoint, weights
+from danet import build_model, weights
 from danet.checkpoint import save_arrays
-from danet.engine.common import build_optimizer, build_scheduler, model_config, rename_state
+from danet.engine.common import build_optimizer, build_scheduler, model_config
+from danet.engine.static import checked_optimizer_state
+from danet.engine.step import StepResult
 from danet.inference import dygraph_predict_fn
 from danet.losses import danet_loss
 
@@ -15,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class DygraphStep:
-    """One imperative training step: forward, loss, backward, Momentum update, LR step."""
+    """One imperative training step (see :class:`danet.engine.step.Step`): forward, loss, backward,
+    Momentum update, LR step."""
 
     format = "dygraph"
 
@@ -36,7 +39,6 @@ class DygraphStep:
         self.model.train()
 
     def run(self, images, labels):
-        """Train on one batch (numpy or tensors); returns (total loss, [part losses], lr used)."""
         lr = self.optimizer.get_lr()
         images, labels = paddle.to_tensor(images), paddle.to_tensor(labels)
         with paddle.amp.auto_cast(enable=self.scaler is not None, level="O1"):
@@ -51,27 +53,33 @@ class DygraphStep:
             self.optimizer.step()
         self.optimizer.clear_grad()
         self.scheduler.step()
-        return float(loss), [float(p) for p in parts], lr
+        return StepResult(float(loss), {k: float(v) for k, v in parts.items()}, lr)
 
     def predict_fn(self, window_batch=2):
         return dygraph_predict_fn(self.model, window_batch)
 
     def load_initial(self, path):
-        weights.load_into(self.model, path, strict=False)
+        return weights.load_into(self.model, None, strict=False, weights=weights.read_weights(path, self.config))
 
     def write_files(self, folder):
         save_arrays(os.path.join(folder, "model.pdparams"), {k: v.numpy() for k, v in self.model.state_dict().items()})
+        # Optimizer state by structured name: Paddle's parameter names (conv2d_17.w_0) depend on what the process
+        # built before, so they are not a stable key.
         names = {p.name: k for k, p in self.model.named_parameters()}
-        paddle.save(rename_state(self.optimizer.state_dict(), names), os.path.join(folder, "model.pdopt"))
+        paddle.save(weights.rename_state(self.optimizer.state_dict(), names),
+                    os.path.join(folder, weights.OPTIMIZER_FILE))
         if self.scaler is not None:
             paddle.save(self.scaler.state_dict(), os.path.join(folder, "scaler.pdparams"))
 
     def restore(self, ckpt_dir, state):
-        weights.load_into(self.model, ckpt_dir, strict=True)
-        opt_state = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt"))
+        saved = weights.read_weights(ckpt_dir)
+        weights.load_into(self.model, None, strict=True, weights=saved)
+        shapes = {k: v.shape for k, v in self.model.state_dict().items()}
+        trainable = [k for k, p in self.model.named_parameters() if not p.stop_gradient]
+        opt_state = checked_optimizer_state(saved, trainable, shapes)
         opt_state = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in opt_state.items()}
-        opt_state = rename_state(opt_state, {k: p.name for k, p in self.model.named_parameters()})
+        opt_state = weights.rename_state(opt_state, {k: p.name for k, p in self.model.named_parameters()})
         self.optimizer.set_state_dict(opt_state)
         self.scheduler.set_state_dict(state["scheduler"])
         if self.scaler is not None and os.path.exists(os.path.join(ckpt_dir, "scaler.pdparams")):
-            self.scaler.load_state_dict(checkpoint.safe_load(os.path.join(ckpt_dir, "scaler.pdparams")))
+            self.scaler.load_state_dict(weights.safe_load(os.path.join(ckpt_dir, "scaler.pdparams")))

@@ -1,8 +1,7 @@
 """The one training loop; the graph modes differ only in the ``step`` object it drives.
 
-A step has ``run(images, labels) -> (loss, parts, lr)``, ``predict_fn()``, ``write_files(dir)``,
-``restore(dir, state)`` and ``format``. The loop owns epochs, seeding, logging, validation,
-checkpoints and resume.
+What a step is and does is written in :mod:`danet.engine.step`. The loop owns epochs, seeding,
+logging, validation, checkpoints and resume.
 """
 import logging
 import math
@@ -14,8 +13,9 @@ from tqdm import tqdm
 
 from danet import checkpoint
 from danet.data.cityscapes import CLASS_NAMES
+from danet.engine.common import arch
 from danet.errors import UserError
-from danet.inference import evaluate
+from danet.inference import MULTI_SCALES, evaluate
 from danet.metrics import format_table
 from danet.runtime import seed_everything
 
@@ -51,9 +51,11 @@ class Trainer:
         if state.get("format") != self.step.format:
             raise UserError(f"{ckpt_dir} is a {state.get('format')} checkpoint; resume it with the "
                             f"{state.get('format')} trainer (or convert it with tools/convert.py)")
-        if state.get("config") != self.step.config:
-            raise UserError(f"{ckpt_dir} was trained with {state.get('config')}, not {self.step.config}: "
-                            "use the same model flags to resume")
+        saved, wanted = arch(state.get("config") or {}), arch(self.step.config)
+        if saved != wanted:  # --recompute and the like may change: they do not change what the weights mean
+            changed = ", ".join(f"{k} {saved[k]} -> {wanted[k]}" for k in saved if saved[k] != wanted[k])
+            raise UserError(f"{ckpt_dir} was trained with other model flags ({changed}): use the same model flags "
+                            "to resume")
         self.step.restore(ckpt_dir, state)
         self.epoch, self.iteration, self.best_miou = state["epoch"], state["iteration"], state["best_miou"]
         log.info("resumed from %s: epoch %d, iteration %d, LR %.6g, %s", ckpt_dir, self.epoch, self.iteration,
@@ -88,9 +90,9 @@ class Trainer:
             loss, parts, lr = self.step.run(images, labels)
             self.iteration += 1
             images_done += len(images)
-            if not all(math.isfinite(v) for v in [loss] + parts):
+            if not all(math.isfinite(v) for v in [loss, *parts.values()]):
                 raise TrainingDiverged(f"loss became {loss} at iteration {self.iteration} (epoch {self.epoch + 1}; "
-                                       f"parts fused/position/channel = {parts}, LR {lr:.6g}); the last good "
+                                       f"{_parts_text(parts, '%s')}, LR {lr:.6g}); the last good "
                                        "checkpoint is untouched: lower --lr or check the data, then --resume")
             speed = images_done / max(time.time() - start, 1e-9)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
@@ -102,22 +104,27 @@ class Trainer:
         if self.rank != 0:
             return
         if self.writer is not None:
-            for tag, value in [("train/loss", loss), ("train/loss_fused", parts[0]), ("train/loss_position", parts[1]),
-                               ("train/loss_channel", parts[2]), ("train/lr", lr), ("train/images_per_s", speed)]:
+            scalars = [("train/loss", loss), *((f"train/loss_{name}", v) for name, v in parts.items()),
+                       ("train/lr", lr), ("train/images_per_s", speed)]
+            for tag, value in scalars:
                 self.writer.add_scalar(tag, value, self.iteration)
         if self.iteration % self.args.log_iters == 0 or self.iteration == self.total_iterations:
             left = (self.total_iterations - self.iteration) * self.args.batch_size / max(speed, 1e-9)
-            log.info("epoch %d iter %d/%d loss %.4f (fused %.4f pos %.4f chan %.4f) lr %.6g %.2f img/s ETA %s",
-                     self.epoch + 1, self.iteration, self.total_iterations, loss, *parts, lr, speed, _hms(left))
+            log.info("epoch %d iter %d/%d loss %.4f (%s) lr %.6g %.2f img/s ETA %s", self.epoch + 1, self.iteration,
+                     self.total_iterations, loss, _parts_text(parts), lr, speed, _hms(left))
 
     # -- validation and checkpoints -----------------------------------------------------------
     def maybe_validate(self):
         interval = self.args.eval_interval
         if self.val_set is None or not interval or (self.epoch % interval and self.epoch != self.args.epoch_num):
             return None
-        matrix = evaluate(self.step.predict_fn(), self.val_set, self.args.num_classes, base_size=None,
-                          crop_size=self.args.crop_size, progress=sys.stderr.isatty(),
-                          limit=self.args.val_limit or None)
+        args = self.args
+        # --multi_scales, --scales and --flip choose how this validation predicts, as they do in danet.eval;
+        # scales are relative to each image's own size here.
+        scales = tuple(args.scales or (MULTI_SCALES if args.multi_scales else (1.0,)))
+        matrix = evaluate(self.step.predict_fn(), self.val_set, args.num_classes, base_size=None,
+                          crop_size=args.crop_size, scales=scales, flip=args.flip, stride_rate=args.stride_rate,
+                          progress=sys.stderr.isatty(), limit=args.val_limit or None, num_workers=args.num_workers)
         result = matrix.summary()
         names = class_names(self.args.num_classes)
         log.info("validation after epoch %d:\n%s", self.epoch, format_table(result, names))
@@ -152,6 +159,10 @@ class Trainer:
                             "fix permissions, then run again with --resume (earlier checkpoints are intact)") from e
         checkpoint.prune(args.save_dir, args.keep_checkpoints)
         log.info("saved %s%s", path, f" (best mIoU {miou:.4f})" if is_best else "")
+
+
+def _parts_text(parts, fmt="%.4f"):
+    return " ".join(f"{name} {fmt % value}" for name, value in parts.items())
 
 
 def class_names(num_classes):

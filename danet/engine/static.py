@@ -5,6 +5,7 @@ The train Program and the eval Program are traced from two fresh model instances
 the eval one is built in eval mode (BatchNorm uses running statistics, no dropout). On Paddle 3.x
 these are PIR Programs; no ``clone(for_test=True)`` and no ``CompiledProgram`` (both fail there).
 """
+import contextlib
 import json
 import logging
 import os
@@ -12,8 +13,9 @@ import os
 import numpy as np
 import paddle
 
-from danet import build_model, checkpoint, weights
-from danet.engine.common import build_optimizer, build_scheduler, model_config, rename_state
+from danet import build_model, weights
+from danet.engine.common import arch, build_optimizer, build_scheduler, model_config
+from danet.engine.step import StepResult
 from danet.errors import UserError
 from danet.losses import danet_loss
 
@@ -24,8 +26,50 @@ def _image_input():
     return paddle.static.data("image", [None, 3, None, None], "float32")
 
 
+@contextlib.contextmanager
+def static_mode():
+    """Static graph inside the block; dygraph restored after it if it was on (enable_static is process-global)."""
+    dynamic = paddle.in_dynamic_mode()
+    paddle.enable_static()
+    try:
+        yield
+    finally:
+        if dynamic:
+            paddle.disable_static()
+
+
+class StaticEval:
+    """The eval Program of danet.train_executor, traced from a fresh model of ``config``.
+
+    ``names`` {structured name: program variable name} and ``shapes`` {structured name: dims}, in
+    model order: the names any Executor checkpoint of this config uses. :meth:`run` executes it in a
+    private scope, so a training process's scope is untouched.
+    """
+
+    def __init__(self, config):
+        with static_mode():
+            self.program, self.startup = paddle.static.Program(), paddle.static.Program()
+            with paddle.static.program_guard(self.program, self.startup), paddle.utils.unique_name.guard():
+                image = _image_input()
+                model = build_model(**arch(config))
+                model.eval()
+                self.output = model(image)
+                state = model.state_dict()
+            self.names = {k: v.name for k, v in state.items()}
+            self.shapes = {k: [int(d) for d in v.shape] for k, v in state.items()}
+
+    def run(self, arrays, image):
+        """Logits float32 [B, C, H, W] of ``image`` [B, 3, H, W] with ``arrays`` keyed by program name."""
+        with static_mode():
+            exe = paddle.static.Executor(paddle.CPUPlace())
+            with paddle.static.scope_guard(paddle.static.Scope()):
+                exe.run(self.startup)
+                paddle.static.set_program_state(self.program, {p: arrays[p] for p in self.names.values()})
+                return np.asarray(exe.run(self.program, feed={"image": image}, fetch_list=[self.output])[0])
+
+
 class StaticStep:
-    """One Executor training step; the process must be in static mode (see ``danet.train``)."""
+    """One Executor training step (see :class:`danet.engine.step.Step`); the process must be in static mode."""
 
     format = "executor"
 
@@ -51,7 +95,9 @@ class StaticStep:
             self.scheduler = build_scheduler(args, steps_per_epoch)
             self._optimizer(args).minimize(loss)
             self.names = {k: v.name for k, v in model.state_dict().items()}
-        self.fetch = [loss] + list(parts)
+            self.trainable = [k for k, p in model.named_parameters() if not p.stop_gradient]
+        self.part_names = list(parts)
+        self.fetch = [loss] + list(parts.values())
         self.eval_prog = paddle.static.Program()
         with paddle.static.program_guard(self.eval_prog, paddle.static.Program()), paddle.utils.unique_name.guard():
             image = _image_input()
@@ -83,7 +129,7 @@ class StaticStep:
         out = self.exe.run(self.main, feed={"image": np.asarray(images, np.float32),
                                             "label": np.asarray(labels, np.int64)}, fetch_list=self.fetch)
         self.scheduler.step()
-        return float(out[0]), [float(p) for p in out[1:]], lr
+        return StepResult(float(out[0]), dict(zip(self.part_names, map(float, out[1:]))), lr)
 
     def predict_fn(self, window_batch=2):
         def predict(batch):
@@ -94,23 +140,15 @@ class StaticStep:
 
         return predict
 
-    def _set(self, arrays):
-        paddle.static.set_program_state(self.main, arrays)
+    def _shapes(self):
+        scope = paddle.static.global_scope()
+        return {k: np.array(scope.find_var(p).get_tensor()).shape for k, p in self.names.items()}
 
     def load_initial(self, path):
-        found, info = weights.read_weights(path)
-        shapes = {k: self._shape(prog) for k, prog in self.names.items()}
-        weights.match({k: np.empty(s, np.uint8) for k, s in shapes.items() if k in found}, found, info["path"])
-        missing = [k for k in self.names if k not in found]
-        if missing:
-            log.warning("%s has %d of %d model tensors; %d keep their initial values (e.g. %s)", info["path"],
-                        len(self.names) - len(missing), len(self.names), len(missing), missing[:3])
-        self._set({self.names[k]: v for k, v in found.items() if k in self.names})
-        log.info("loaded %d of %d tensors from %s (%s format)", len(self.names) - len(missing), len(self.names),
-                 info["path"], info["format"])
-
-    def _shape(self, prog_name):
-        return np.array(paddle.static.global_scope().find_var(prog_name).get_tensor()).shape
+        found = weights.read_weights(path, self.config)
+        report = weights.fit(self._shapes(), found.tensors, found.path, partial=True)
+        paddle.static.set_program_state(self.main, {self.names[k]: found.tensors[k] for k in report.loaded})
+        return report.log(f"{found.format} format")
 
     def write_files(self, folder):
         paddle.static.save(self.main, os.path.join(folder, "model"))
@@ -118,20 +156,27 @@ class StaticStep:
             json.dump(self.names, f, indent=0)
 
     def restore(self, ckpt_dir, state):
-        arrays = checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdparams"))
-        arrays.update(checkpoint.safe_load(os.path.join(ckpt_dir, "model.pdopt")))
-        saved = _saved_names(ckpt_dir, self.names)
-        arrays = rename_state(arrays, {saved[k]: p for k, p in self.names.items() if k in saved})
-        expected = {k: np.empty(self._shape(p), np.uint8) for k, p in self.names.items()}  # shapes only
-        weights.match(expected, {k: arrays[p] for k, p in self.names.items() if p in arrays}, ckpt_dir)
-        self._set({k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+        saved = weights.read_weights(ckpt_dir)
+        weights.fit(self._shapes(), saved.tensors, saved.path)
+        optimizer = checked_optimizer_state(saved, self.trainable, self._shapes())
+        arrays = {self.names[k]: v for k, v in saved.tensors.items()}
+        arrays.update(weights.rename_state({k: v for k, v in optimizer.items() if isinstance(v, np.ndarray)},
+                                           self.names))
+        paddle.static.set_program_state(self.main, arrays)
         self.scheduler.set_state_dict(state["scheduler"])
 
 
-def _saved_names(ckpt_dir, default):
-    """{structured name: program name} of the process that wrote ``ckpt_dir`` (its names.json)."""
-    path = os.path.join(ckpt_dir, weights.NAMES_FILE)
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+def checked_optimizer_state(saved, trainable, shapes):
+    """The structured-name optimizer state of checkpoint ``saved``, refused unless it has a velocity of the
+    right shape for every trainable parameter (a resumed run would otherwise restart momentum from zero)."""
+    state = saved.optimizer_state()
+    if state is None:
+        raise UserError(f"{saved.folder} has no optimizer state ({weights.OPTIMIZER_FILE}), so it cannot be resumed: "
+                        "start from it with --pretrained instead")
+    velocities = {k + weights.VELOCITY: shapes[k] for k in trainable}
+    wrong = [k for k, dims in velocities.items() if k not in state or list(np.shape(state[k])) != list(dims)]
+    if wrong:
+        raise UserError(f"{saved.folder}: the optimizer state lacks {len(wrong)} of {len(velocities)} momentum "
+                        f"tensors or has other shapes (e.g. {', '.join(wrong[:3])}); convert the checkpoint again "
+                        "with this version, or start from it with --pretrained")
+    return state

@@ -6,7 +6,8 @@ the real training step of each graph mode (``DygraphStep`` / ``StaticStep`` buil
 the trainers), the evaluation ones the real inference path (:func:`danet.inference.predict`), the data one
 ``SegDataset`` with the training transform on a 1024x2048 image, pinned to one core.
 
-``tools/benchmark.py`` is the command line; :func:`run` returns the report (a dict, also written as JSON).
+``danet-benchmark`` (``tools/benchmark.py``) is the command line; :func:`run` returns the report (a dict,
+also written as JSON).
 """
 import argparse
 import json
@@ -23,11 +24,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "data")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python tools/benchmark.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="danet-benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="resnet50", help="ResNet depth (default: %(default)s)")
     p.add_argument("--num_classes", type=int, default=19, help="classes (default: %(default)s)")
     p.add_argument("--crop_size", type=int, default=256, help="training crop and sliding window (default: 256)")
@@ -47,9 +48,9 @@ def build_parser():
     p.add_argument("--cuda", action="store_true", help="run on the GPU")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON to PATH")
     p.add_argument("--peer", default=None, metavar="PYTHON",
-                   help="the Python of a PaddleSeg venv (../shared/bench/setup_peer_venv.sh): time its DANet too")
+                   help="the Python of a PaddleSeg venv (`make peer-venv` makes .venv-peer): time its DANet too")
     p.add_argument("--peer_script", default=None, metavar="PATH",
-                   help="the peer timing script (default: $DANET_PEER_SCRIPT or ../shared/bench/peer_paddleseg.py)")
+                   help="the peer timing script (default: $DANET_PEER_SCRIPT or danet/tools/peer_paddleseg.py)")
     p.add_argument("--peer_steps", type=int, default=5, help="timed peer training steps (default: %(default)s)")
     p.add_argument("--peer_rounds", type=int, default=1, help="ours/theirs alternations per setting (default: 1)")
     p.add_argument("--worker", choices=MEASUREMENTS, default=None, help=argparse.SUPPRESS)
@@ -245,7 +246,7 @@ def measure(name, args, env=None):
     """Run one measurement in a fresh process; its result dict, or {'error': last lines of its output}."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, "-m", "danet.benchmark", "--worker", name, "--worker_out", out] + _forwarded(args)
+        cmd = [sys.executable, "-m", "danet.tools.benchmark", "--worker", name, "--worker_out", out] + _forwarded(args)
         start = time.time()
         proc = subprocess.run(cmd, env=child_env(env), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
@@ -282,7 +283,7 @@ def run(args):
               "environment": environment(), "results": {}}
     compared = ("train_dygraph", "train_static", "eval_whole") if args.peer else ()
     if args.peer:
-        from danet.benchmark_peer import compare_with_peer
+        from danet.tools.benchmark_peer import compare_with_peer
 
         report["peer"] = compare_with_peer(args)
         # Our side of the last "default threads" round is the measurement at our defaults: not run twice.
@@ -327,7 +328,7 @@ def format_report(report):
 
 
 def main(argv=None):
-    """Entry point of tools/benchmark.py; returns the report."""
+    """Entry point of danet-benchmark; returns the report."""
     from danet.runtime import run_main, setup_logging
 
     args = parse(argv)

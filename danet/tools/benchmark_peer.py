@@ -1,6 +1,7 @@
 """The side-by-side part of the benchmark: PaddleSeg 2.8.0's DANet timed by its own script, alternating with ours.
 
-The script (``../shared/bench/peer_paddleseg.py``) runs in the PaddleSeg venv's Python and prints one JSON line:
+The script (``peer_paddleseg.py`` beside this module) runs in the PaddleSeg venv's Python (``make peer-venv``)
+and prints one JSON line:
 the median seconds of a training step (batch 2, crop x crop) and of a forward pass at 2 crop x 2 crop. Each
 thread setting runs ours, then theirs, ``--peer_rounds`` times; the best of each side is compared.
 """
@@ -11,17 +12,17 @@ import os
 import subprocess
 import time
 
-from danet.benchmark import REPO, child_env, measure
+from danet.tools.benchmark import child_env, measure
 
 log = logging.getLogger(__name__)
 
 PEER_SCRIPT_ENV = "DANET_PEER_SCRIPT"
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_paddleseg.py")
 
 def find_peer_script(path=None):
     from danet.errors import UserError
 
-    candidates = [path] if path else [os.environ.get(PEER_SCRIPT_ENV),
-                                      os.path.join(REPO, "..", "shared", "bench", "peer_paddleseg.py")]
+    candidates = [path] if path else [os.environ.get(PEER_SCRIPT_ENV), PEER_SCRIPT]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate):
             return os.path.abspath(candidate)
