@@ -30,6 +30,7 @@ setup(
             "danet-predict=danet.tools.predict:main",
             "danet-export=danet.tools.export:main",
             "danet-convert=danet.tools.convert:main",
+            "danet-import=danet.tools.import_weights:main",
             "danet-demo=danet.tools.demo:main",
             "danet-benchmark=danet.tools.benchmark:main",
             "danet-prepare-cityscapes=danet.tools.prepare_cityscapes:main",

@@ -22,4 +22,11 @@ def build_model(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
-__all__ = ["build_model", "__version__"]
+def load_model(path, **config):
+    """See :func:`danet.weights.load_model`: the eval-mode model of any checkpoint this project reads."""
+    from danet.weights import load_model as _load
+
+    return _load(path, **config)
+
+
+__all__ = ["build_model", "load_model", "__version__"]

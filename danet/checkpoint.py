@@ -1,4 +1,4 @@
-"""Checkpoints: atomic directories, safe loading, and the pointers ``latest`` and ``best``.
+"""Checkpoints: atomic directories and the pointers ``latest`` and ``best``.
 
 A checkpoint is a directory ``<save_dir>/epoch_0005/`` holding the weight files and ``state.json``
 (format, epoch, iteration, best mIoU, LR scheduler state, model config, file sizes). It is written
@@ -6,8 +6,7 @@ into ``<save_dir>/.tmp-epoch_0005`` and renamed into place after every file is f
 leaves either the whole checkpoint or none. ``latest`` and ``best`` are small text files naming a
 checkpoint directory, replaced the same way after the directory exists.
 
-Loading never runs code from the file: ``.pdparams``/``.pdopt`` are pickles, so they are read with
-an unpickler that only rebuilds numpy arrays and plain containers and refuses anything else.
+Reading the weights in a checkpoint is :mod:`danet.weights`' job (without running code from the file).
 """
 import io
 import json
@@ -24,54 +23,6 @@ from danet.errors import UserError
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 POINTERS = ("latest", "best")
-
-_SAFE_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("builtins", "tuple"), ("builtins", "list"), ("builtins", "dict"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "bytearray"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _Refused(pickle.UnpicklingError):
-    """The pickle names a class or function outside the allowed list (it could run code)."""
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise _Refused(f"it asks for {module}.{name}")
-
-
-def safe_load(path):
-    """Read a Paddle ``.pdparams``/``.pdopt`` pickle as ``{name: np.ndarray | value}`` without running code.
-
-    Paddle stores a tensor as ``(name, ndarray)``; those pairs come back as the array.
-    """
-    try:
-        with open(path, "rb") as f:
-            obj = _SafeUnpickler(f, encoding="latin1").load()
-    except FileNotFoundError:
-        raise UserError(f"checkpoint file {path} does not exist") from None
-    except _Refused as e:
-        raise UserError(f"refusing to load {path}: {e}, and only arrays and plain containers are loaded, never code; "
-                        "use a checkpoint you trust, re-saved with paddle.save(model.state_dict())") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-        raise UserError(f"{path} is truncated or not a Paddle weight file ({type(e).__name__}: {e}); "
-                        "use another checkpoint") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
-    return {k: _unwrap(v) for k, v in obj.items() if k != "StructuredToParameterName@@"}
-
-
-def _unwrap(value):
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], np.ndarray):
-        return value[1]
-    return value
-
 
 def save_arrays(path, arrays):
     """Write ``{name: ndarray}`` in the format ``paddle.load`` reads (a pickle of arrays)."""

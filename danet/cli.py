@@ -57,10 +57,11 @@ def warn_ignored(explicit):
         log.warning("ignored by eval (training flags): %s", ", ".join(ignored))
 
 
-def _describe(config):
+def _describe(config, keys=()):
     grid = f"multi-grid {config['multi_dilation']}" if config["multi_grid"] else "no multi-grid"
+    variants = "".join(f", --{k} {config[k]}" for k in keys)
     return (f"--backbone {config['backbone']}, --num_classes {config['num_classes']}, "
-            f"{'dilated' if config['dilated'] else 'not dilated'}, {grid}")
+            f"{'dilated' if config['dilated'] else 'not dilated'}, {grid}{variants}")
 
 
 def resolve_config(args, saved, source):
@@ -76,8 +77,10 @@ def resolve_config(args, saved, source):
     clash = [k for k in relevant
              if k in args.explicit and list(np.atleast_1d(flags[k])) != list(np.atleast_1d(saved[k]))]
     if clash:
-        raise UserError(f"{source} holds a model with {_describe(saved)}, but the flags ask for {_describe(flags)}: "
-                        "drop the model flags (the checkpoint has them) or choose another checkpoint")
+        variants = [k for k in clash if k not in ("backbone", "num_classes", "dilated", "multi_grid", "multi_dilation")]
+        raise UserError(f"{source} holds a model with {_describe(saved, variants)}, but the flags ask for "
+                        f"{_describe(flags, variants)}: drop the model flags (the checkpoint has them) or choose "
+                        "another checkpoint")
     return saved
 
 

@@ -60,7 +60,7 @@ def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_
     ``base_size`` is the long side at scale 1.0 (None: each image's own). Returns the written paths.
     """
     predict_fn = dygraph_predict_fn(model, window_batch)
-    normalise = build_val_transform()
+    normalise = build_val_transform(model.config.get("input_norm", "imagenet"))
     scales = tuple(scales or (MULTI_SCALES if multi_scales else (1.0,)))
     written = []
     images = list_images(inputs)
@@ -119,10 +119,34 @@ def export_model(model, prefix, check_shape=(1, 3, 64, 96)):
         raise UserError(f"the exported model's logits differ from the dygraph model's by {report['jit_diff']:.3g} "
                         f"(paddle.jit.load) / {report['inference_diff']:.3g} (Paddle Inference), more than {limit:.3g}:"
                         f" do not deploy {prefix}")
+    report["files"].append(write_preprocess(model, prefix))
     log.info("exported %s; on a random %s input its logits differ from the model's by %.3g (paddle.jit.load) and "
-             "%.3g (Paddle Inference)", ", ".join(files), "x".join(map(str, check_shape)), report["jit_diff"],
+             "%.3g (Paddle Inference)", ", ".join(report["files"]), "x".join(map(str, check_shape)), report["jit_diff"],
              report["inference_diff"])
     return report
+
+
+def write_preprocess(model, prefix):
+    """``<prefix>.preprocess.json``: how to turn an image into the exported model's input, and its output.
+
+    The normalisation belongs to the weights (an imported PaddleSeg model expects mean = std = 0.5), so
+    it travels with the export rather than living in the deploying code.
+    """
+    import json
+
+    from danet.data.transforms import INPUT_NORMS
+
+    name = model.config.get("input_norm", "imagenet")
+    mean, std = INPUT_NORMS[name]
+    info = {"input": "image", "layout": "NCHW", "color": "RGB", "dtype": "float32", "input_norm": name,
+            "mean": [round(m * 255, 4) for m in mean], "std": [round(s * 255, 4) for s in std],
+            "formula": "(pixel - mean) / std, pixel in 0..255",
+            "output": "fused logits [N, num_classes, H, W]; the class is the argmax over axis 1",
+            "num_classes": model.config["num_classes"]}
+    path = prefix + ".preprocess.json"
+    with open(path, "w") as f:
+        json.dump(info, f, indent=1)
+    return path
 
 
 def _run_inference(files, image):

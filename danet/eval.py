@@ -136,7 +136,8 @@ def run(args):
         model, source, config = model_from_args(args)
         args.num_classes = config["num_classes"]
         settings.update(checkpoint=os.path.abspath(source.path), checkpoint_format=source.format, model=config)
-    dataset = SegDataset(args.data_folder, args.split, args.dataset, build_val_transform(), args.num_classes)
+    input_norm = config["input_norm"] if not args.pred_dir else "imagenet"  # saved predictions need no input
+    dataset = SegDataset(args.data_folder, args.split, args.dataset, build_val_transform(input_norm), args.num_classes)
     writer = PredictionWriter(output_dir, dataset, args.num_classes) if args.save_predictions else None
     start = time.time()
     if args.pred_dir:

@@ -4,8 +4,8 @@ import paddle.nn.functional as F
 
 from danet.constants import IGNORE_INDEX
 
-# DANet's outputs in the order the model returns them in training.
-OUTPUT_NAMES = ("fused", "position", "channel")
+# DANet's outputs in the order the model returns them in training (the last only with an auxiliary head).
+OUTPUT_NAMES = ("fused", "position", "channel", "aux")
 
 
 def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
@@ -22,7 +22,7 @@ def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
 
 
 def danet_loss(outputs, label, weights=(1.0, 1.0, 1.0), ignore_index=IGNORE_INDEX, names=OUTPUT_NAMES):
-    """Weighted sum of the cross-entropies of DANet's outputs (fused, position, channel).
+    """Weighted sum of the cross-entropies of DANet's outputs (fused, position, channel, and aux if present).
 
     Returns ``(total, parts)`` where ``parts`` maps each output's name to its (unweighted) loss.
     """

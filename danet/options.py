@@ -24,6 +24,27 @@ def _model_flags(p):
     g.add_argument("--multi_grid", action="store_true", help="layer4 blocks use the dilations of --multi_dilation")
     g.add_argument("--multi_dilation", type=int, nargs="+", default=[4, 8, 16], metavar="D",
                    help="layer4 per-block dilations with --multi_grid (default: 4 8 16)")
+    v = p.add_argument_group("model variants (for the released weights of other implementations; an imported "
+                             "checkpoint carries its own)")
+    v.add_argument("--output_stride", type=int, choices=[8, 16, 32], default=None,
+                   help="8 (the default with --dilated), 16 (layer3 strided), 32 (= --no-dilated)")
+    v.add_argument("--stem", choices=["7x7", "deep32", "deep64"], default="7x7",
+                   help="one 7x7 conv (default), three 3x3 convs 32/32/64 (mmseg, PaddleSeg, sssegmentation) or "
+                        "64/64/128 (the official repository's deep stem)")
+    v.add_argument("--avg_down", action="store_true", help="ResNet-D shortcuts: average pool, then a 1x1 conv")
+    v.add_argument("--no-halve_first_dilation", dest="halve_first_dilation", action="store_false",
+                   help="every block of a dilated stage uses its full dilation (PaddleSeg); by default the first "
+                        "block uses half")
+    v.add_argument("--no-align_corners", dest="align_corners", action="store_false",
+                   help="upsample the logits with half-pixel centres (mmseg 512x1024, sssegmentation, PaddleSeg) "
+                        "instead of aligned corners")
+    v.add_argument("--align_mode", type=int, choices=[0, 1], default=0,
+                   help="with --no-align_corners: 0 half-pixel (PyTorch's), 1 asymmetric (PaddleSeg's)")
+    v.add_argument("--aux_head", action="store_true",
+                   help="an auxiliary FCN head on layer3 trained alongside (its loss weight: --aux_weight)")
+    v.add_argument("--aux_channels", type=int, default=256, help="channels of the auxiliary head (default: 256)")
+    v.add_argument("--input_norm", choices=["imagenet", "half"], default="imagenet",
+                   help="input normalisation: ImageNet mean/std (default) or mean = std = 0.5 (PaddleSeg)")
     return g
 
 
@@ -90,6 +111,8 @@ def _train_flags(p, hidden=False):
     g.add_argument("--use_vdl", action="store_true", help=h("write VisualDL scalars under --save_dir"))
     g.add_argument("--amp", action="store_true", help=h("mixed precision O1 on the GPU (attention stays fp32)"))
     g.add_argument("--val_limit", type=int, default=0, help=h("validate on the first N images only, 0 = all"))
+    g.add_argument("--aux_weight", type=float, default=0.4,
+                   help=h("loss weight of the --aux_head output (default: 0.4, as mmseg and sssegmentation)"))
     if not hidden:  # a memory setting of the backward pass: nothing to accept in eval
         g.add_argument("--recompute", action="store_true",
                        help="recompute position attention in chunks in the backward pass (less memory, ~13%% slower)")
@@ -188,6 +211,10 @@ def _check(parser, args):
         parser.error(f"--lr must be positive, got {args.lr}")
     if getattr(args, "lr_scheduler", "poly") not in ("poly", "cosine", "piecewise"):
         parser.error(f"unknown --lr_scheduler {args.lr_scheduler!r}: choose poly, cosine or piecewise")
+    if args.output_stride in (8, 16) and not args.dilated:  # dilated is on unless --no-dilated was given
+        parser.error(f"--no-dilated contradicts --output_stride {args.output_stride}: give one of them")
+    if args.output_stride is not None:
+        args.dilated = args.output_stride != 32
     if args.multi_grid and not args.dilated:
         parser.error("--multi_grid needs a dilated backbone: drop --no-dilated")
     if args.multi_grid:

@@ -1,6 +1,7 @@
 """What the two training entry points share: data, device, the step of the chosen mode, the loop."""
 import logging
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -18,7 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def main(entry, argv=None):
+    from danet.cli import explicit_flags
+    from danet.options import build_parser
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(entry, argv)
+    args.explicit = explicit_flags(build_parser(entry), argv)
     return run_main(train, args)
 
 
@@ -36,7 +42,8 @@ def check_writable(folder):
 
 def build_loader(args, world_size):
     train_set = SegDataset(args.data_folder, "train", args.dataset,
-                           build_train_transform(args.base_size, args.crop_size, scale=args.scale),
+                           build_train_transform(args.base_size, args.crop_size, scale=args.scale,
+                                                 input_norm=args.input_norm),
                            num_classes=args.num_classes)
     if args.batch_size * world_size > len(train_set):
         raise UserError(f"--batch_size {args.batch_size} x {world_size} devices is more than the {len(train_set)} "
@@ -77,12 +84,14 @@ def train(args):
     device = setup_device(args.cuda, args.threads)
     log.info("danet %s on %s (Paddle %s), %d process(es): %s", args.entry, device, paddle.__version__, world_size,
              " ".join(f"--{k} {v}" for k, v in sorted(vars(args).items()) if v not in (None, False)))
+    initial = args.pretrained or (args.save_model if args.load_pretrained_model or args.load_better_model else None)
+    initial_weights = adopt_model_settings(args, initial)
     seed_everything(args.seed)
     if world_size > 1 and args.entry == "train_dygraph":
         paddle.distributed.init_parallel_env()
     loader, sampler = build_loader(args, world_size)
-    val_set = SegDataset(args.data_folder, "val", args.dataset, build_val_transform(), num_classes=args.num_classes) \
-        if args.eval_interval and rank == 0 else None
+    val_set = SegDataset(args.data_folder, "val", args.dataset, build_val_transform(args.input_norm),
+                         num_classes=args.num_classes) if args.eval_interval and rank == 0 else None
     steps_per_epoch = args.step_per_epoch or len(loader)
     if args.entry == "train_executor":
         from danet.engine.static import StaticStep
@@ -95,11 +104,45 @@ def train(args):
         step = DygraphStep(args, steps_per_epoch)
     trainer = Trainer(args, step, loader, sampler, val_set, rank, _vdl_writer(args, rank))
     resumed = args.resume and trainer.resume(args.resume)
-    initial = args.pretrained or (args.save_model if args.load_pretrained_model or args.load_better_model else None)
     if initial and not resumed:
-        step.load_initial(initial)
+        step.load_initial(initial, initial_weights)
     trainer.train()
     return trainer
+
+
+def adopt_model_settings(args, initial):
+    """Take the model settings of the run's starting point for every model flag not given on the command line.
+
+    The starting point is the checkpoint ``--resume`` continues, else the initial weights (``--pretrained``,
+    the seed's ``--load_pretrained_model``): an imported mmseg or PaddleSeg checkpoint brings its stem,
+    shortcuts, dilations, upsampling and input normalisation, so fine-tuning it needs no variant flags.
+    Flags that were given win (and --resume refuses a checkpoint they contradict). Returns the initial
+    weights when it read them (None otherwise), so they are read once.
+    """
+    from danet import checkpoint, weights
+    from danet.engine.common import ARCH_KEYS, arch
+
+    config, source, initial_weights = None, None, None
+    resume_dir = None
+    if args.resume:
+        resume_dir = checkpoint.read_pointer(args.save_dir, "latest") if args.resume == "latest" \
+            else checkpoint.resolve(args.resume)[1]
+    if resume_dir and os.path.isfile(os.path.join(resume_dir, checkpoint.STATE_FILE)):
+        config, source = checkpoint.read_state(resume_dir).get("config"), resume_dir
+    elif initial and not resume_dir:
+        initial_weights = weights.read_weights(initial, arch(vars(args)))
+        config, source = initial_weights.config, initial_weights.path
+    if config:
+        saved = arch(config)
+        explicit = getattr(args, "explicit", ARCH_KEYS)  # args made without main(): every flag counts as given
+        adopted = {k: saved[k] for k in ARCH_KEYS if k not in explicit and saved[k] != getattr(args, k)}
+        if "num_classes" in adopted and not args.resume:  # fine-tuning on a data set of other classes: a new head
+            del adopted["num_classes"]
+        for key, value in adopted.items():
+            setattr(args, key, value)
+        if adopted:
+            log.info("model settings from %s: %s", source, ", ".join(f"{k}={v}" for k, v in adopted.items()))
+    return initial_weights
 
 
 def _vdl_writer(args, rank):

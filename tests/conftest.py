@@ -13,7 +13,6 @@ os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
 
 import paddle  # noqa: E402
 
-
 _started = [0]  # processes started by this pytest process (subprocess or fork)
 
 

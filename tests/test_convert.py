@@ -5,10 +5,11 @@ import os
 import shutil
 
 import numpy as np
+import paddle
 import pytest
 from test_eval import load_tool, random_checkpoint, trained_run
 
-from danet import checkpoint, convert, weights
+from danet import build_model, checkpoint, convert, weights
 from danet.engine.static import StaticEval
 from danet.errors import UserError
 
@@ -124,3 +125,67 @@ def test_an_existing_destination_is_kept_and_the_tool_exits_2(tmp_path, dygraph_
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'taken'} already exists: choose another " \
                                               "destination or delete it"
     assert sorted(os.listdir(tmp_path / "taken")) == before
+
+
+def _checkpoint_with_momentum(folder):
+    """A dygraph checkpoint as the trainer writes it: weights and a velocity per trainable tensor (structured names)."""
+    paddle.seed(3)
+    model = build_model("resnet18", 19)
+    rng = np.random.default_rng(0)
+    velocities = {k + weights.VELOCITY: rng.standard_normal(p.shape).astype(np.float32)
+                  for k, p in model.named_parameters() if not p.stop_gradient}
+
+    def write(tmp):
+        arrays = {k: v.numpy() for k, v in model.state_dict().items()}
+        checkpoint.save_arrays(os.path.join(tmp, "model.pdparams"), arrays)
+        checkpoint.save_arrays(os.path.join(tmp, weights.OPTIMIZER_FILE), velocities)
+
+    scheduler = {"last_epoch": 4, "last_lr": 0.001}
+    state = dict(format="dygraph", epoch=1, iteration=4, config=RESNET18, scheduler=scheduler)
+    path = checkpoint.save_checkpoint(str(folder), "epoch_0001", write, state)
+    return path, velocities
+
+
+def test_momentum_goes_along_both_ways_under_the_names_each_mode_uses(tmp_path):
+    source, velocities = _checkpoint_with_momentum(tmp_path / "run")
+    assert len(velocities) == 86
+    report = convert.convert(source, str(tmp_path / "executor"))
+    assert report["optimizer_tensors"] == 86
+    names = json.loads((tmp_path / "executor" / weights.NAMES_FILE).read_text())
+    _assert_same(_raw(tmp_path / "executor", weights.OPTIMIZER_FILE),
+                 {names[k[:-len(weights.VELOCITY)]] + weights.VELOCITY: v for k, v in velocities.items()})
+    convert.convert(str(tmp_path / "executor"), str(tmp_path / "back"))
+    back = _raw(tmp_path / "back", weights.OPTIMIZER_FILE)
+    assert back.pop("LR_Scheduler") == {"last_epoch": 4, "last_lr": 0.001}  # what dygraph's optimizer restores
+    _assert_same(back, velocities)
+
+
+def test_an_optimizer_state_of_another_model_is_refused_and_nothing_is_written(tmp_path):
+    source, velocities = _checkpoint_with_momentum(tmp_path / "run")
+    stray = dict(velocities, **{"head.extra.weight" + weights.VELOCITY: np.zeros(3, np.float32)})
+    checkpoint.save_arrays(os.path.join(source, weights.OPTIMIZER_FILE), stray)
+    state = json.loads(open(os.path.join(source, "state.json")).read())
+    state["files"][weights.OPTIMIZER_FILE] = os.path.getsize(os.path.join(source, weights.OPTIMIZER_FILE))
+    with open(os.path.join(source, "state.json"), "w") as f:
+        json.dump(state, f)
+    with pytest.raises(UserError, match=r"1 momentum tensors do not belong .*head.extra.weight_velocity_0"):
+        convert.convert(source, str(tmp_path / "executor"))
+    assert not os.path.exists(tmp_path / "executor")
+
+
+def test_load_model_gives_the_same_eval_model_from_either_format(tmp_path, dygraph_ckpt):
+    import danet
+
+    convert.convert(dygraph_ckpt, str(tmp_path / "executor"))
+    image = paddle.to_tensor(np.random.default_rng(1).standard_normal((1, 3, 40, 56)).astype(np.float32))
+    outputs = []
+    for path in (dygraph_ckpt, str(tmp_path / "executor"), os.path.join(dygraph_ckpt, "model.pdparams")):
+        model = danet.load_model(path)  # the config from state.json, or from the tensors of a bare file
+        assert not model.training
+        with paddle.no_grad():
+            outputs.append(model(image).numpy())
+    assert outputs[0].shape == (1, 19, 40, 56)
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(other, outputs[0])
+    with pytest.raises(UserError, match="holds a model with backbone='resnet18', not 'resnet50'"):
+        danet.load_model(dygraph_ckpt, backbone="resnet50")

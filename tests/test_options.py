@@ -76,9 +76,11 @@ EVAL_FLAGS = ["--split", "--change_executor_to_dygraph", "--output_dir", "--save
 
 def _help(entry):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("OMP_NUM_THREADS", None)
     result = subprocess.run([sys.executable, "-m", f"danet.{entry}", "--help"], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no library notices (ccache, OMP_NUM_THREADS) around the help
     assert f"python -m danet.{entry}" in result.stdout
     return set(re.findall(r"^  (--[\w-]+)", result.stdout, re.M))  # flags that start a help entry
 
@@ -98,3 +100,23 @@ def test_help_of_eval_shows_the_shared_flags_and_hides_training_ones():
     assert "--recompute" not in described  # a training memory setting: eval has nothing to do with it
     assert "--warm_up" not in described and "--epoch_num" not in described
     assert parse("eval", ["--warm_up", "--epoch_num", "3"]).warm_up  # still accepted: old command lines run
+
+
+@pytest.mark.parametrize("entry, argv", [
+    ("eval", ["--recompute"]),            # a memory setting of the backward pass: eval has none
+    ("predict", ["--num_workers", "2"]),  # predict reads each image itself
+    ("predict", ["--split", "val"]),
+    ("export", ["--flip"]),               # export writes the model, it predicts nothing
+    ("export", ["--data_folder", "x"]),
+])
+def test_an_entry_point_has_no_flag_it_would_ignore(entry, argv, capsys):
+    from danet.options import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser(entry).parse_args(argv)
+    assert e.value.code == 2 and f"unrecognized arguments: {argv[0]}" in capsys.readouterr().err
+
+
+def test_training_accepts_the_prediction_flags_for_its_validation():
+    args = parse("train_dygraph", ["--multi_scales", "--flip", "--stride_rate", "0.5"])
+    assert args.multi_scales and args.flip and args.stride_rate == 0.5

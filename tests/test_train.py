@@ -18,7 +18,7 @@ import numpy as np
 import paddle
 import pytest
 
-from danet import checkpoint, weights
+from danet import checkpoint, convert, weights
 from danet.data.synthetic import make_synthetic_dataset
 from danet.lr import lr_at
 from danet.weights import read_weights
@@ -177,7 +177,7 @@ def test_a_diverging_run_stops_at_the_nan_and_leaves_a_resumable_checkpoint(fini
         train_here(mode, argv(mode, data, save_dir, "--resume", "--lr", "1e30"))
     assert stop.value.code == 2
     message = capsys.readouterr().err
-    assert re.search(r"loss became nan at iteration [5-8] \(epoch 2; parts fused/position/channel = \[nan", message)
+    assert re.search(r"loss became nan at iteration [5-8] \(epoch 2; fused nan position nan channel nan", message)
     assert checkpoint.read_pointer(str(save_dir), "latest") == str(save_dir / "epoch_0001")
     assert sorted(n for n in os.listdir(save_dir) if n.startswith("epoch_")) == ["epoch_0001"]
     assert before == {n: (save_dir / "epoch_0001" / n).read_bytes() for n in before}  # untouched
@@ -259,3 +259,94 @@ def test_state_json_records_the_run(finished):
         state = json.load(f)
     assert state["epoch"] == 1 and state["iteration"] == 4 and state["steps_per_epoch"] == 4
     assert state["args"]["lr"] == LR and state["args"]["backbone"] == "resnet18"
+
+
+def logged_losses(log_text):
+    """{iteration: total loss} from the per-iteration lines of a train.log (--log_iters 1)."""
+    return {int(i): float(v) for i, v in re.findall(r"iter (\d+)/\d+ loss ([0-9.]+)", log_text)}
+
+
+@pytest.mark.parametrize("source", MODES)
+def test_a_converted_checkpoint_resumes_in_the_other_mode_on_the_same_loss_curve(finished_runs, data, tmp_path, source):
+    """Train epoch 1 in one graph mode, convert, train epoch 2 in the other: the same losses, weights and momentum
+    as the uninterrupted run (a conversion that dropped the momentum would differ from iteration 6 on)."""
+    target = "executor" if source == "dygraph" else "dygraph"
+    full_dir, _ = finished_runs(source)
+    converted = tmp_path / "converted" / "epoch_0001"
+    report = convert.convert(str(full_dir / "epoch_0001"), str(converted))
+    assert report["format"] == target and report["optimizer_tensors"] == 86  # every trainable tensor of ResNet-18
+    save_dir = tmp_path / "continued"
+    trainer = train_here(target, argv(target, data, save_dir, "--resume", str(converted)))
+    assert trainer.iteration == ITERATIONS
+    want = logged_losses((full_dir / "train.log").read_text())
+    got = logged_losses((save_dir / "train.log").read_text())
+    assert sorted(got) == list(range(5, ITERATIONS + 1))
+    np.testing.assert_allclose([got[i] for i in sorted(got)], [want[i] for i in sorted(got)], atol=2e-4)
+    for got_arrays, want_arrays in zip(by_structured_name(save_dir), by_structured_name(full_dir)):
+        assert got_arrays.keys() == want_arrays.keys() and want_arrays  # weights, then every momentum tensor
+        for name in want_arrays:
+            np.testing.assert_allclose(got_arrays[name], want_arrays[name], rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def by_structured_name(run_dir):
+    """Weights and momentum of a run's epoch-2 checkpoint, both keyed by structured name whatever the mode."""
+    found, opt = arrays(run_dir / "epoch_0002")
+    names_file = run_dir / "epoch_0002" / "names.json"
+    if names_file.exists():
+        opt = weights.rename_state(opt, {p: k for k, p in json.loads(names_file.read_text()).items()})
+    return found, {k: v for k, v in opt.items() if k.endswith(weights.VELOCITY)}
+
+
+def test_a_run_resumes_with_recompute_switched_on(finished_runs, data, tmp_path):
+    """--recompute changes how the backward pass keeps memory, not the model: a run that ran out of memory
+    continues with it, to the same numbers."""
+    full_dir, _ = finished_runs("dygraph")
+    save_dir = tmp_path / "out_of_memory"
+    shutil.copytree(full_dir / "epoch_0001", save_dir / "epoch_0001")
+    checkpoint.write_pointer(str(save_dir), "latest", "epoch_0001")
+    trainer = train_here("dygraph", argv("dygraph", data, save_dir, "--resume", "--recompute"))
+    assert trainer.iteration == ITERATIONS
+    assert checkpoint.read_state(str(save_dir / "epoch_0002"))["config"]["recompute"] is True
+    for got, want in zip(arrays(save_dir / "epoch_0002"), arrays(full_dir / "epoch_0002")):
+        assert_same_arrays(got, want)
+
+
+def test_a_change_of_model_flags_is_still_refused_on_resume(finished_runs, data, tmp_path, capsys):
+    full_dir, _ = finished_runs("dygraph")
+    with pytest.raises(SystemExit) as stop:
+        train_here("dygraph", argv("dygraph", data, tmp_path, "--resume", str(full_dir / "epoch_0001"),
+                                   "--multi_grid", "--multi_dilation", "2", "4"))
+    assert stop.value.code == 2
+    assert "other model flags (multi_grid False -> True" in capsys.readouterr().err
+
+
+# The seed's README training command lines, verbatim but for the size of the job: ResNet-18 (its layer4 has two
+# blocks: two multi-grid dilations), tiny images, one epoch; --cuda dropped (no GPU here), --save_model pointing
+# at a checkpoint made for the test. --multi_scales and --flip choose how the validation after training predicts.
+SEED_TRAINING = {
+    "executor": "--backbone resnet18 --base_size 48 --crop_size 32 --epoch_num 1 --batch_size 2 --lr 0.003 "
+                "--lr_scheduler poly --warm_up --warmup_epoch 2 --use_data_parallel --load_pretrained_model "
+                "--save_model {ckpt} --multi_scales --flip --dilated --multi_grid --scale --multi_dilation 4 8",
+    "dygraph": "--backbone resnet18 --base_size 48 --crop_size 32 --epoch_num 1 --batch_size 2 --lr 0.003 "
+               "--lr_scheduler poly --use_data_parallel --load_pretrained_model --save_model {ckpt} --multi_scales "
+               "--flip --dilated --multi_grid --scale --multi_dilation 4 8",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_seed_training_command_lines_run_and_validate_as_the_seed_evaluates(mode, finished_runs, data, tmp_path,
+                                                                                monkeypatch):
+    from danet.inference import MULTI_SCALES
+
+    full_dir, _ = finished_runs(mode)
+    ckpt = tmp_path / "DANet18_better_model"  # the seed's --save_model is a prefix: <prefix>.pdparams is read
+    shutil.copy(full_dir / "epoch_0002" / "model.pdparams", str(ckpt) + ".pdparams")
+    if mode == "executor":
+        shutil.copy(full_dir / "epoch_0002" / "names.json", tmp_path / "names.json")
+    monkeypatch.chdir(tmp_path)  # the seed's runs write under ./checkpoint
+    trainer = train_here(mode, SEED_TRAINING[mode].format(ckpt=ckpt).split() + ["--data_folder", data])
+    assert trainer.iteration == 4
+    log = (tmp_path / "checkpoint" / f"{mode}_resnet18" / "train.log").read_text()
+    assert re.search(rf"loaded \d+ of \d+ tensors from {re.escape(str(ckpt))}", log)
+    assert f"scales {list(MULTI_SCALES)}, flip True" in log  # the validation used the seed's scales and flip
+    assert "validation after epoch 1" in log

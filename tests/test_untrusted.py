@@ -2,7 +2,7 @@
 
 A pickle can call any function while it is read (``paddle.load`` would). Each file here would create a
 marker file if its pickle ran; every way a checkpoint enters the project (``--pretrained``, ``--resume``,
-``eval --save_model``, ``tools/convert.py``, and :func:`danet.checkpoint.safe_load` itself) must refuse it
+``eval --save_model``, ``tools/convert.py``, and :func:`danet.weights.safe_load` itself) must refuse it
 with one clear line, and the marker must not exist afterwards.
 """
 import os

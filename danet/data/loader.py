@@ -117,48 +117,24 @@ def _explain(failures, exits, error):
                      "lower --num_workers, or use --num_workers 0")
 
 
-_PREFETCH_DATASET = None  # the data set of prefetch's worker processes, inherited when they fork
-
-
-def _set_dataset(dataset):
-    global _PREFETCH_DATASET
-    _PREFETCH_DATASET = dataset
-
-
-def _read(index):
-    return _PREFETCH_DATASET[index]
-
-
-def prefetch(dataset, count, workers):
-    """Yield ``dataset[i]`` for i in 0..count-1 in order, read ``workers`` processes ahead of the caller.
+def prefetch(dataset, count, workers, debug=False):
+    """Yield ``dataset[i]`` as numpy arrays for i in 0..count-1 in order, read by ``workers`` processes ahead.
 
     Evaluation decodes whole images (a Cityscapes PNG pair takes ~60 ms) while the model runs on the
-    previous one. ``workers=0`` reads in this process. An error in a worker (a truncated image) is raised
-    here with its own message; a worker that dies ends the run with one line.
+    previous one. ``workers=0`` reads in this process. Paddle's DataLoader without batching does the
+    reading; :class:`WorkerLoader` turns a worker's error or death into one line.
     """
     if workers <= 0 or count <= 1:
         yield from (dataset[i] for i in range(count))
         return
-    import collections
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import numpy as np
+    import paddle
 
     from danet.data.transforms import limit_cv2_threads
 
     limit_cv2_threads(workers)  # before the workers fork: they inherit one OpenCV thread each
-    pool = ProcessPoolExecutor(min(workers, count), multiprocessing.get_context("fork"), _set_dataset, (dataset,))
-    pending, queued = collections.deque(), 0
-    try:
-        for _ in range(count):
-            while queued < count and len(pending) < 2 * workers:
-                pending.append(pool.submit(_read, queued))
-                queued += 1
-            yield pending.popleft().result()
-    except BrokenProcessPool:
-        raise UserError("a data reading worker process died (out of memory or killed): lower --num_workers, "
-                        "or use --num_workers 0") from None
-    finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+    subset = dataset if count == len(dataset) else paddle.io.Subset(dataset, list(range(count)))
+    loader = paddle.io.DataLoader(subset, batch_size=None, num_workers=min(workers, count), return_list=True,
+                                  use_shared_memory=False)
+    for image, label in WorkerLoader(loader, debug=debug):
+        yield np.asarray(image), np.asarray(label)

@@ -21,6 +21,9 @@ from danet.constants import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How a model expects its RGB/255 input normalised: ImageNet statistics (this project, the paper's code, mmseg,
+# sssegmentation), or mean = std = 0.5 (PaddleSeg's configs).
+INPUT_NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
 class Compose:
@@ -270,8 +273,9 @@ class NormalizeToCHW:
         return out, np.ascontiguousarray(label, dtype=np.int64)
 
 
-def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=True):
-    """The seed's training transform: random scale (short side 0.75-2.0 x base), flip, pad, crop, blur, jitter."""
+def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=True, input_norm="imagenet"):
+    """The seed's training transform: random scale (short side 0.75-2.0 x base), flip, pad, crop, blur, jitter,
+    then the ``input_norm`` normalisation (a key of ``INPUT_NORMS``)."""
     if scale:
         min_size, max_size = int(0.75 * base_size), int(2.0 * base_size)
     else:
@@ -281,12 +285,12 @@ def build_train_transform(base_size, crop_size, scale=True, blur=True, jitter=Tr
         transforms.append(RandomGaussianBlur())
     if jitter:
         transforms.append(RandomColorJitter())
-    return Compose(transforms + [NormalizeToCHW()])
+    return Compose(transforms + [NormalizeToCHW(*INPUT_NORMS[input_norm])])
 
 
-def build_val_transform():
+def build_val_transform(input_norm="imagenet"):
     """Whole-image evaluation: only normalise (the inference code does any resizing)."""
-    return Compose([NormalizeToCHW()])
+    return Compose([NormalizeToCHW(*INPUT_NORMS[input_norm])])
 
 
 def limit_cv2_threads(num_workers):

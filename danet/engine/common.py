@@ -2,10 +2,13 @@
 import paddle
 
 from danet.lr import DANetLR
+from danet.models.danet import VARIANT_DEFAULTS
 
 # The model settings that give weights their meaning: two checkpoints agree when these agree. Others
-# (--recompute, chunk sizes) change how the same model runs, not what its weights are.
-ARCH_DEFAULTS = dict(backbone="resnet101", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16])
+# (--recompute, chunk sizes) change how the same model runs, not what its weights are. Checkpoints from
+# before a setting existed get its default, which is the model they were trained as.
+ARCH_DEFAULTS = dict(backbone="resnet101", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16],
+                     **VARIANT_DEFAULTS)
 ARCH_KEYS = tuple(ARCH_DEFAULTS)
 
 
@@ -13,6 +16,10 @@ def arch(config):
     """The architecture settings of a model config (defaults for those it lacks); see ``ARCH_KEYS``."""
     out = {k: config.get(k, v) for k, v in ARCH_DEFAULTS.items()}
     out["multi_dilation"] = [int(d) for d in out["multi_dilation"]]
+    # One spelling of the output stride: given, it decides (dilated means 8 or 16); else dilated does.
+    if out["output_stride"] is None:
+        out["output_stride"] = 8 if out["dilated"] else 32
+    out["dilated"] = out["output_stride"] != 32
     return out
 
 
@@ -21,6 +28,11 @@ def model_config(args):
     config = arch(vars(args))
     config["recompute"] = bool(getattr(args, "recompute", False))
     return config
+
+
+def loss_weights(config, args):
+    """The loss weight of each training output: fused, position and channel 1, the auxiliary head --aux_weight."""
+    return (1.0, 1.0, 1.0) + ((float(args.aux_weight),) if config.get("aux_head") else ())
 
 
 def build_scheduler(args, steps_per_epoch):

@@ -7,7 +7,7 @@ import paddle
 
 from danet import build_model, weights
 from danet.checkpoint import save_arrays
-from danet.engine.common import build_optimizer, build_scheduler, model_config
+from danet.engine.common import build_optimizer, build_scheduler, loss_weights, model_config
 from danet.engine.static import checked_optimizer_state
 from danet.engine.step import StepResult
 from danet.inference import dygraph_predict_fn
@@ -26,6 +26,7 @@ class DygraphStep:
         self.args = args
         self.config = model_config(args)
         self.model = build_model(**self.config, **(model_kwargs or {}))
+        self.loss_weights = loss_weights(self.config, args)
         self.scheduler = build_scheduler(args, steps_per_epoch)
         self.parallel = paddle.distributed.get_world_size() > 1 and args.use_data_parallel
         if self.parallel:
@@ -43,7 +44,7 @@ class DygraphStep:
         images, labels = paddle.to_tensor(images), paddle.to_tensor(labels)
         with paddle.amp.auto_cast(enable=self.scaler is not None, level="O1"):
             outputs = self.net(images)
-        loss, parts = danet_loss(outputs, labels)
+        loss, parts = danet_loss(outputs, labels, self.loss_weights)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -58,8 +59,9 @@ class DygraphStep:
     def predict_fn(self, window_batch=2):
         return dygraph_predict_fn(self.model, window_batch)
 
-    def load_initial(self, path):
-        return weights.load_into(self.model, None, strict=False, weights=weights.read_weights(path, self.config))
+    def load_initial(self, path, found=None):
+        found = found or weights.read_weights(path, self.config)
+        return weights.load_into(self.model, None, strict=False, weights=found)
 
     def write_files(self, folder):
         save_arrays(os.path.join(folder, "model.pdparams"), {k: v.numpy() for k, v in self.model.state_dict().items()})

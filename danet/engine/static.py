@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 
 from danet import build_model, weights
-from danet.engine.common import arch, build_optimizer, build_scheduler, model_config
+from danet.engine.common import arch, build_optimizer, build_scheduler, loss_weights, model_config
 from danet.engine.step import StepResult
 from danet.errors import UserError
 from danet.losses import danet_loss
@@ -91,7 +91,7 @@ class StaticStep:
             label = paddle.static.data("label", [None, None, None], "int64")
             model = build_model(**kwargs)
             model.train()
-            loss, parts = danet_loss(model(image), label)
+            loss, parts = danet_loss(model(image), label, loss_weights(self.config, args))
             self.scheduler = build_scheduler(args, steps_per_epoch)
             self._optimizer(args).minimize(loss)
             self.names = {k: v.name for k, v in model.state_dict().items()}
@@ -144,8 +144,8 @@ class StaticStep:
         scope = paddle.static.global_scope()
         return {k: np.array(scope.find_var(p).get_tensor()).shape for k, p in self.names.items()}
 
-    def load_initial(self, path):
-        found = weights.read_weights(path, self.config)
+    def load_initial(self, path, found=None):
+        found = found or weights.read_weights(path, self.config)
         report = weights.fit(self._shapes(), found.tensors, found.path, partial=True)
         paddle.static.set_program_state(self.main, {self.names[k]: found.tensors[k] for k in report.loaded})
         return report.log(f"{found.format} format")

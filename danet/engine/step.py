@@ -26,9 +26,9 @@ class Step(Protocol):
     def predict_fn(self, window_batch: int = 2) -> Callable:
         """The eval-mode model as a function: float32 [N, 3, h, w] -> logits [N, C, h, w] (numpy)."""
 
-    def load_initial(self, path: str):
-        """Initial weights (--pretrained): any file danet.weights reads; missing tensors keep their values.
-        Returns the danet.weights.LoadReport."""
+    def load_initial(self, path: str, found=None):
+        """Initial weights (--pretrained): any file danet.weights reads (``found``: already read); missing tensors
+        keep their values. Returns the danet.weights.LoadReport."""
 
     def write_files(self, folder: str) -> None:
         """Write the weight and optimizer files of a checkpoint into ``folder`` (state.json is the loop's)."""

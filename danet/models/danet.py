@@ -3,6 +3,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from danet.data.transforms import INPUT_NORMS
 from danet.errors import UserError
 from danet.models.attention import ChannelAttention, PositionAttention
 from danet.models.layers import ConvBNReLU
@@ -11,7 +12,7 @@ from danet.models.resnet import DEPTHS, ResNet
 # The architecture options of build_model beyond backbone / classes / dilation, with their defaults (the
 # model of the DANet paper's code); a config without one of them (older checkpoints) means the default.
 VARIANT_DEFAULTS = dict(output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True,
-                        align_corners=True, align_mode=0, aux_head=False, aux_channels=256)
+                        align_corners=True, align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet")
 
 
 def _lr(lr_mult):
@@ -79,9 +80,11 @@ class DANet(nn.Layer):
     def __init__(self, num_classes=19, backbone="resnet101", dilated=None, multi_grid=False,
                  multi_dilation=(4, 8, 16), head_lr_mult=10.0, dropout=0.1, chunk_size=2048, recompute=False,
                  output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
-                 align_mode=0, aux_head=False, aux_channels=256):
+                 align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet"):
         super().__init__()
         _check_upsampling(align_corners, align_mode)
+        if input_norm not in INPUT_NORMS:
+            raise UserError(f"unknown input_norm {input_norm!r}: choose {' or '.join(INPUT_NORMS)}")
         self.backbone = ResNet(backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
                                avg_down=avg_down, halve_first_dilation=halve_first_dilation)
         self.head = DAHead(self.backbone.out_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute)
@@ -94,7 +97,8 @@ class DANet(nn.Layer):
                            multi_dilation=list(multi_dilation), head_lr_mult=head_lr_mult, dropout=dropout,
                            output_stride=stride, stem=stem, avg_down=bool(avg_down),
                            halve_first_dilation=bool(halve_first_dilation), align_corners=self.align_corners,
-                           align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels))
+                           align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels),
+                           input_norm=input_norm)
 
     def forward(self, x):
         size = paddle.shape(x)[2:] if not paddle.in_dynamic_mode() else x.shape[2:]
@@ -119,7 +123,7 @@ def _check_upsampling(align_corners, align_mode):
 
 def build_model(backbone="resnet101", num_classes=19, dilated=None, multi_grid=False, multi_dilation=(4, 8, 16), *,
                 output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
-                align_mode=0, aux_head=False, aux_channels=256, **kwargs):
+                align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet", **kwargs):
     """Build DANet; e.g. ``build_model("resnet101", 19, multi_grid=True, multi_dilation=(4, 8, 16))``.
 
     The defaults are the DANet paper's model. Architecture options, each matching a released model of
@@ -145,13 +149,15 @@ def build_model(backbone="resnet101", num_classes=19, dilated=None, multi_grid=F
       sssegmentation); False with mode 1 = asymmetric, source = destination x scale (PaddleSeg's DANet).
     - ``aux_head`` (False) / ``aux_channels`` (256; sssegmentation 512): an FCN head on layer3
       (``aux_head.conv``, ``aux_head.cls``, head learning rate) whose logits are a fourth train-mode output.
+    - ``input_norm`` ("imagenet"): how the model's input is normalised from RGB/255, ImageNet mean/std or
+      "half" (mean = std = 0.5, PaddleSeg's). Not a layer: the data pipeline, predict and export read it here.
 
     Other keyword arguments: ``head_lr_mult``, ``dropout`` (head and auxiliary head), ``chunk_size``,
     ``recompute`` (memory only, no change of the numbers).
     """
     return DANet(num_classes, backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
                  avg_down=avg_down, halve_first_dilation=halve_first_dilation, align_corners=align_corners,
-                 align_mode=align_mode, aux_head=aux_head, aux_channels=aux_channels, **kwargs)
+                 align_mode=align_mode, aux_head=aux_head, aux_channels=aux_channels, input_norm=input_norm, **kwargs)
 
 
 BACKBONES = tuple(DEPTHS)

@@ -1,3 +1,3 @@
 """The command-line tools, installed as console scripts (``danet-predict``, ``danet-export``, ``danet-convert``,
-``danet-demo``, ``danet-benchmark``, ``danet-prepare-cityscapes``, ``danet-make-synthetic``); ``tools/*.py``
-in a checkout run the same ``main``."""
+``danet-import``, ``danet-demo``, ``danet-benchmark``, ``danet-prepare-cityscapes``, ``danet-make-synthetic``);
+``tools/*.py`` in a checkout run the same ``main``."""

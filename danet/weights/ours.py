@@ -34,7 +34,8 @@ class Weights:
 
     ``format``: 'dygraph', 'executor' or a foreign source's name; ``path``: the weight file;
     ``config``: the model settings when the checkpoint has them; ``state``: its state.json;
-    ``program_names``: {structured name: program name} of an Executor checkpoint.
+    ``program_names``: {structured name: program name} of an Executor checkpoint; ``imported``: the
+    import report of a foreign file.
     """
 
     tensors: dict
@@ -43,6 +44,7 @@ class Weights:
     config: dict = None
     state: dict = field(default_factory=dict)
     program_names: dict = None
+    imported: object = None  # a foreign file's danet.weights.sources.common.Imported (what was dropped, provenance)
 
     @property
     def folder(self):

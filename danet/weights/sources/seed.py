@@ -1,4 +1,4 @@
-"""The seed's (PaddleCV/Research/danet, Paddle 1.5.2/1.6) parameter names -> this project's structured names.
+"""The seed's (PaddleCV/Research/danet, Paddle 1.5.2/1.6) DANet weights -> this project's structured names.
 
 **The naming rule** (read from Paddle 1.6 ``python/paddle/fluid/dygraph/layers.py`` and ``nn.py``):
 
@@ -35,15 +35,25 @@ BN bias ``.bias`` (the bug that reused ``param_attr`` for it was fixed by Paddle
 runs unchanged on both). The counters assume one model built per guard, as the seed does; to tolerate an offset
 anyway, numbers are used by *rank* within each ``<scope>/<Class>`` (``Conv2D_7..10`` act as ``0..3``), and the
 per-scope counts are checked. Same-shape pairs (the three classifiers, pam_in/cam_in) rest on the source order.
+
+**Config**: the tensors show depth and classes; the rest are the released models' settings (``danet.py`` defaults,
+read; weights show no dilation): dilated, multi-grid 4 8 16, layer3's first block at half dilation, 7x7 stem, plain
+shortcuts, ``resize_bilinear``'s ``align_corners`` True; ImageNet input normalisation (this project's, from the seed).
 """
 import logging
 import re
 from collections import defaultdict
 
+import numpy as np
+
+from danet.engine.common import ARCH_KEYS, arch
 from danet.errors import UserError
+from danet.weights.sources.common import Imported, count_blocks, depth_of
 
 log = logging.getLogger(__name__)
 
+NAME = "seed"
+DESCRIPTION = "the seed port PaddleCV/Research/danet (Paddle 1.5.2/1.6 save_dygraph .pdparams or per-variable folder)"
 PARAM = re.compile(r"^(?P<scope>[^/]+)/(?P<cls>Conv2D|BatchNorm)_(?P<n>\d+)\.(?P<attr>\w+)$")
 ATTRS = {"weight": "weight", "bias": "bias", "running_mean": "_mean", "running_var": "_variance"}
 BLOCK = re.compile(r"^layer([1-4])\.(\d+)$")
@@ -60,16 +70,10 @@ DROPS = (
     (re.compile(r"^learning_rate(_warmup)?(_\d+)?$"), "learning-rate variable"),
     (re.compile(r"^global_step$"), "learning-rate step counter (1.6 .pdopt)"),
 )
-DEPTHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
 # multi_grid cannot be seen in weights (dilation has no parameters): the released models used these flags.
 RELEASED_FLAGS = {"dilated": True, "multi_grid": True, "multi_dilation": (4, 8, 16)}
-
-
-def _drop_reason(name):
-    for pattern, reason in DROPS:
-        if pattern.search(name):
-            return reason
-    return None
+# What the seed's code or the tensors fix: an option may repeat these but not change them.
+FIXED = ("backbone", "num_classes", "stem", "avg_down", "aux_head", "aux_channels")
 
 
 def _group(names):
@@ -111,53 +115,42 @@ def _map_params(groups):
             log.warning("seed scope %s/%s has counters %s, not 0..%d: mapping them by rank",
                         scope, cls, sorted(layers), len(layers) - 1)
         for slot, counter in zip(slots, sorted(layers)):
+            # BN: all four; a ConvBN's conv ('.0'): no bias (bias_attr=False); the PAM and classifier convs: a bias.
+            need = set(ATTRS) if slot.endswith(".1") else {"weight"} if slot.endswith(".0") else {"weight", "bias"}
+            if {attr for attr, _ in layers[counter]} != need:
+                raise UserError(f"seed layer {scope}/{cls}_{counter} has {sorted(a for a, _ in layers[counter])}, "
+                                f"expected {sorted(need)}: the checkpoint is incomplete or not the seed's DANet")
             for attr, name in layers[counter]:
                 mapped[f"{slot}.{ATTRS[attr]}"] = name
     return mapped, unmapped
 
 
 def to_structured(raw):
-    """Rename a seed state dict (``read_tnum``/``read_var_folder`` output) to this project's names.
-
-    Returns ``(mapped, dropped)``: ``{structured name: array}`` and ``{seed name: reason}`` for optimizer state.
-    Any other name that does not fit the rule is a UserError naming up to three of them.
-    """
+    """Seed names -> ``({structured name: array}, {dropped seed name: reason})``; the optimizer state is dropped,
+    any other name that does not fit the rule is a UserError naming up to three of them."""
     groups, others = _group(raw)
     names, unmapped = _map_params(groups)
     dropped = {}
     for name in others:
         if name in GAMMAS:
             names[GAMMAS[name]] = name
-        elif _drop_reason(name):
-            dropped[name] = _drop_reason(name)
+        elif reason := next((why for pattern, why in DROPS if pattern.search(name)), None):
+            dropped[name] = reason
         else:
             unmapped.append(name)
+    if set(GAMMAS) - set(raw):
+        raise UserError(f"the seed checkpoint lacks {sorted(set(GAMMAS) - set(raw))}: it is incomplete")
     if unmapped:
         raise UserError(f"{len(unmapped)} tensors do not fit the seed's naming rule, e.g. {sorted(unmapped)[:3]}: "
                         "this is not a PaddleCV/Research/danet (Paddle 1.5/1.6) checkpoint of DANet")
-    if dropped:
-        log.info("dropped %d optimizer tensors (e.g. %s)", len(dropped), sorted(dropped)[0])
     return {key: raw[name] for key, name in names.items()}, dropped
-
-
-def _blocks_per_stage(names):
-    counts = [set() for _ in range(4)]
-    for name in names:
-        m = PARAM.match(name)
-        block = BLOCK.match(m["scope"]) if m else None
-        if block:
-            counts[int(block[1]) - 1].add(int(block[2]))
-    return tuple(len(c) for c in counts)
 
 
 def infer_config(raw):
     """Model settings from seed weights: backbone (blocks per stage), num_classes (fused classifier rows), and the
     released models' ``dilated``/``multi_grid``/``multi_dilation`` (not visible in weights) as documented defaults."""
-    stages = _blocks_per_stage(raw)
-    backbone = DEPTHS.get(stages)
-    if backbone is None:
-        raise UserError(f"seed weights have {stages} blocks per stage, which is no ResNet-50/101/152 "
-                        "(3,4,6,3 / 3,4,23,3 / 3,8,36,3): the checkpoint is incomplete or not the seed's DANet")
+    scoped = [name.replace("/", ".") for name in raw if PARAM.match(name)]  # 'layer3.12/x' -> 'layer3.12.x'
+    backbone = depth_of(count_blocks(scoped, "layer{}."))  # bottlenecks only: the seed's ResNet-18/34 scope apart
     stems = {STEM.match(m["scope"])[0] for m in map(PARAM.match, raw) if m and STEM.match(m["scope"])}
     if stems and stems != {backbone}:
         raise UserError(f"seed weights have a {sorted(stems)} stem but {backbone} blocks: the checkpoint is mixed up")
@@ -167,6 +160,38 @@ def infer_config(raw):
         raise UserError(f"seed weights have {len(convs)} DA_head convolutions, expected {len(HEAD_CONVS)}: "
                         "the checkpoint is incomplete or not the seed's DANet")
     num_classes = int(raw[convs[-1][1]].shape[0])
-    log.info("seed checkpoint: %s, %d classes; dilated multi-grid (4, 8, 16) assumed as in the released models",
-             backbone, num_classes)
     return {"backbone": backbone, "num_classes": num_classes, **RELEASED_FLAGS}
+
+
+def detect(keys):
+    """The seed's unscoped gammas and its ``DA_head/Conv2D_<n>`` scope: no other source has either."""
+    return {"pam_gamma", "cam_gamma"} <= set(keys) and any(k.startswith("DA_head/Conv2D_") for k in keys)
+
+
+def split(obj):
+    """Both 1.x layouts are read (danet.weights.paddle1) into a flat name -> array dict with nothing beside it."""
+    return (obj, {}) if isinstance(obj, dict) else (None, {})
+
+
+def _config(inferred, options, path):
+    fixed = arch(inferred)
+    bad = sorted(set(options) - set(ARCH_KEYS)) + [k for k in FIXED if k in options and options[k] != fixed[k]]
+    if bad:
+        raise UserError(f"{path}: option {bad[0]}={options[bad[0]]!r} does not apply to a {NAME} checkpoint: its "
+                        f"code or tensors fix {', '.join(FIXED)}; options are {', '.join(ARCH_KEYS)}")
+    return arch({**inferred, "input_norm": "imagenet", **options})
+
+
+def convert(raw, meta, path="", **options):
+    """:class:`Imported` from a seed state dict (``read_tnum``/``read_var_folder`` output); ``options`` replace the
+    released models' unseen settings (e.g. ``multi_grid=False``, ``align_corners=False``)."""
+    try:
+        mapped, dropped = to_structured(raw)
+        inferred = infer_config(raw)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in mapped.items()}
+    config = _config(inferred, options, path)
+    unseen = [k for k in ("dilated", "multi_grid", "multi_dilation", "align_corners", "input_norm") if k not in options]
+    notes = [f"{', '.join(unseen)}: the seed's released settings (weights do not show them)"] if unseen else []
+    return Imported(tensors, config, dropped, {"source": NAME, "notes": notes})
