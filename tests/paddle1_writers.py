@@ -50,12 +50,12 @@ def tnum_file(tensors, reserved=None, records=None):
     """SaveTensorToDisk: 256 uninitialised bytes, TNUM, u64 count, then NAME/u64 length/name/record per tensor,
     in std::map order (bytewise sorted names). ``records`` may supply the record bytes (e.g. Paddle-written)."""
     reserved = reserved if reserved is not None else np.random.bytes(256)
-    out = reserved + b"TNUM" + struct.pack("<Q", len(tensors))
+    parts = [reserved, b"TNUM", struct.pack("<Q", len(tensors))]
     for name in sorted(tensors, key=str.encode):
         raw = name.encode()
-        out += b"NAME" + struct.pack("<Q", len(raw)) + raw
-        out += records[name] if records else tensor_record(tensors[name])
-    return out
+        parts += [b"NAME", struct.pack("<Q", len(raw)), raw]
+        parts.append(records[name] if records else tensor_record(tensors[name]))
+    return b"".join(parts)  # one join: appending to bytes copies them each time (a ResNet-50 is 100 MB)
 
 
 def write(path, data):

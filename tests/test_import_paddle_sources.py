@@ -204,6 +204,7 @@ def test_paddleseg_options_and_refusals():
     raw = paddleseg_file(randomised(danet.build_model("resnet50", **PADDLESEG_MODEL), rng), rng, 19)
     config = paddleseg.convert(raw, {}, output_stride=16, align_corners=True).config
     assert (config["output_stride"], config["align_corners"], config["align_mode"]) == (16, True, 0)
+    assert paddleseg.convert(raw, {}, stem="deep32", num_classes=19).config["stem"] == "deep32"  # repeating is fine
     with pytest.raises(UserError, match="stem='deep32'"):
         paddleseg.convert(raw, {}, "p.pdparams", stem="7x7")
     with pytest.raises(UserError, match="unknown option"):
@@ -213,6 +214,9 @@ def test_paddleseg_options_and_refusals():
     lacking = {k: v for k, v in raw.items() if k != "head.conv1._batch_norm._variance"}
     with pytest.raises(UserError, match=r"p\.pdparams.*lacks head\.conv1\._batch_norm\._variance"):
         paddleseg.convert(lacking, {}, "p.pdparams")
+    truncated = {k: v for k, v in raw.items() if not k.startswith("backbone.bb_2_5.")}
+    with pytest.raises(UserError, match=r"p\.pdparams: .*blocks per stage"):
+        paddleseg.convert(truncated, {}, "p.pdparams")
     assert paddleseg.split([1, 2]) == (None, {})
 
 
@@ -257,7 +261,7 @@ def test_seed_refusals_name_the_file(tmp_path):
         seed.convert(lacking, {}, "ckpt")
     with pytest.raises(UserError, match="avg_down"):
         seed.convert(raw, {}, "ckpt", avg_down=True)
-    assert seed.convert(raw, {}, multi_grid=False).config["multi_grid"] is False
+    assert seed.convert(raw, {}, multi_grid=False, backbone="resnet50").config["multi_grid"] is False
 
 
 def test_detect_says_no_to_the_others_keys():

@@ -169,7 +169,15 @@ def main():
             again = F.interpolate(fresh.auginference(inputs)[0], size=(h, w), mode='bilinear', align_corners=align)
         assert torch.equal(again, logits), "reloaded checkpoint gives other logits"
 
+        # The same network in float64: float32 rounding, amplified by random weights, moves these logits by
+        # ~2e-5 of their range between any two implementations; in float64 an exact import agrees to ~1e-9.
+        fresh.double()
+        with torch.no_grad():
+            logits64 = F.interpolate(fresh.auginference(inputs.double())[0], size=(h, w), mode='bilinear',
+                                     align_corners=align)
+
         write_npz(out_path(args.out_dir, name + ".npz"), image=image, input=inputs.numpy(), logits=logits.numpy(),
+                  logits64=logits64.numpy(),
                   logits_pam=full[1].numpy(), logits_cam=full[2].numpy(), aux=full[3].numpy(),
                   fused_lowres=lowres[0].numpy(), pam_lowres=lowres[1].numpy(), cam_lowres=lowres[2].numpy(),
                   mean=IMAGENET_MEAN, std=IMAGENET_STD, align_corners=align, output_stride=outstride,

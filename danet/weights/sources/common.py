@@ -185,6 +185,9 @@ def torch_resnet(r, src_prefix, dst_prefix="backbone"):
     """Stem and stages of a torchvision-style ResNet under ``src_prefix`` -> ours; returns (backbone, stem),
     e.g. ("resnet101", "7x7"): the depth from the blocks per stage, bottleneck if ``layer1.0`` has a conv3."""
     blocks = count_blocks(r.raw, src_prefix + "layer{}.")
+    if not any(blocks):  # e.g. a source forced on another one's file
+        raise UserError(f"{r.path}: no {src_prefix}layer1-4 tensors: not a DANet checkpoint of the "
+                        f"{r.source_name} source (its keys are e.g. {', '.join(list(r.raw)[:3])})")
     try:
         backbone = depth_of(blocks, bottleneck=r.has(f"{src_prefix}layer1.0.conv3.weight"))
     except UserError as e:  # name the file: depth_of does not know it

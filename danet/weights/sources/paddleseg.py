@@ -65,6 +65,10 @@ def _blocks(raw, path):
     if "backbone.bb_0_0.conv2._conv.weight" not in raw:
         raise UserError(f"{path}: a PaddleSeg ResNet18/34_vd (basic blocks) has a 1x1 shortcut on its first block "
                         "that this project's ResNet-18/34 lacks: only ResNet50/101/152_vd are supported")
+    try:
+        depth_of([len(c) for c in counts])
+    except UserError as e:  # name the file: depth_of does not know it (ResNet200_vd has no counterpart here)
+        raise UserError(f"{path}: {e}") from None
     return [len(c) for c in counts]
 
 
@@ -104,7 +108,7 @@ def _config(inferred, options, path):
     if clash:
         raise UserError(f"{path}: a {NAME} checkpoint has {clash[0]}={fixed[clash[0]]!r} (its code or tensors fix "
                         f"it), not {options[clash[0]]!r}: drop that option")
-    settings = dict(DEFAULTS, **options, **{k: fixed[k] for k in FIXED})
+    settings = {**DEFAULTS, **options, **{k: fixed[k] for k in FIXED}}
     if settings["align_corners"] and "align_mode" not in options:
         settings["align_mode"] = 0  # Paddle ignores align_mode=1 when corners are aligned
     return arch(settings)
