@@ -26,7 +26,7 @@ import shutil
 import numpy as np
 
 from danet import build_model, checkpoint, weights
-from danet.engine.common import ARCH_KEYS, arch
+from danet.engine.common import arch
 from danet.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,11 @@ def convert(src, dst, to=None, config=None, replace=False, source=None):
     to = to or ("dygraph" if from_format == "executor" else "executor")
     if to not in FORMATS:
         raise UserError(f"unknown target format {to!r}: choose dygraph or executor")
-    full_config = dict(source.config or config or {})
-    if not all(k in full_config for k in ARCH_KEYS):
+    if not (source.config or config):
         raise UserError(f"{source.path} has no state.json with the model config: give the model flags "
                         "(--backbone, --num_classes, --dilated, --multi_grid) it was trained with")
+    full_config = dict(source.config or config)
+    full_config.update(arch(full_config))  # settings added since the checkpoint was written take their defaults
     dst = os.path.normpath(dst)
     if os.path.abspath(dst) in (os.path.abspath(source.path), os.path.abspath(source.folder)):
         raise UserError(f"{dst} is the source itself: write the conversion somewhere else")

@@ -127,7 +127,7 @@ def export_model(model, prefix, check_shape=(1, 3, 64, 96)):
 
 
 def write_preprocess(model, prefix):
-    """``<prefix>.preprocess.json``: how to turn an image into the exported model's input, and its output.
+    """``<prefix>_preprocess.json``: how to turn an image into the exported model's input, and its output.
 
     The normalisation belongs to the weights (an imported PaddleSeg model expects mean = std = 0.5), so
     it travels with the export rather than living in the deploying code.
@@ -143,7 +143,7 @@ def write_preprocess(model, prefix):
             "formula": "(pixel - mean) / std, pixel in 0..255",
             "output": "fused logits [N, num_classes, H, W]; the class is the argmax over axis 1",
             "num_classes": model.config["num_classes"]}
-    path = prefix + ".preprocess.json"
+    path = prefix + "_preprocess.json"  # not <prefix>.<name>.json: paddle.jit.load takes those for programs
     with open(path, "w") as f:
         json.dump(info, f, indent=1)
     return path

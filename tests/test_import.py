@@ -86,7 +86,7 @@ def test_an_imported_checkpoint_evaluates_predicts_exports_converts_and_fine_tun
     assert any(p.endswith(".png") for p in written)
     report = export_main(["--save_model", out, "--output", str(tmp_path / "export" / "danet"), "--check_size", "40",
                           "56"])
-    preprocess = json.loads(open(str(tmp_path / "export" / "danet") + ".preprocess.json").read())
+    preprocess = json.loads(open(str(tmp_path / "export" / "danet") + "_preprocess.json").read())
     assert preprocess["mean"] == [127.5] * 3 and report["inference_diff"] < 1e-3
     converted = convert.convert(out, str(tmp_path / "executor"))
     assert converted["format"] == "executor" and converted["max_abs_diff"] <= convert.TOLERANCE

@@ -132,7 +132,7 @@ def float64_logits(config, tensors, image):
     finally:
         paddle.set_default_dtype("float32")
     for name, value in model.state_dict().items():
-        value.set_value(tensors[name].astype(np.float64))
+        value.set_value(tensors[name].astype(value.numpy().dtype))  # the attention gammas stay float32
     model.eval()
     with paddle.no_grad():
         return model(paddle.to_tensor(image.astype(np.float64))).numpy()

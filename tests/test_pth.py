@@ -84,6 +84,7 @@ def _same(got, want):
 
 
 @pytest.mark.partners
+@pytest.mark.process  # torch runs in the partner environment
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
 def test_torch_checkpoint_reads_exactly(torch_files, fmt):
     out, expected = _need(torch_files)
@@ -108,6 +109,7 @@ def test_torch_checkpoint_reads_exactly(torch_files, fmt):
 
 
 @pytest.mark.partners
+@pytest.mark.process  # torch runs in the partner environment
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
 def test_conv2d_state_dict(torch_files, fmt):
     out, expected = _need(torch_files)

@@ -7,7 +7,7 @@ model was trained (ImageNet mean and std on RGB/255 unless the checkpoint says o
 PaddleSeg model uses mean = std = 0.5); the output is the fused logits
 ``[batch, num_classes, height, width]`` (take the argmax over axis 1). Paddle 3.x writes
 ``<output>.json`` + ``<output>.pdiparams``, Paddle 2.6 ``<output>.pdmodel`` + ``<output>.pdiparams``;
-``<output>.preprocess.json`` gives the normalisation (mean and std on 0..255) and the output.
+``<output>_preprocess.json`` gives the normalisation (mean and std on 0..255) and the output.
 The export is loaded back with ``paddle.jit.load`` and run by a Paddle Inference predictor, and
 both are checked against the dygraph model on a random input. On a CPU with Paddle 3.3, create the
 predictor with ``config.disable_mkldnn()``: its oneDNN executor rejects the bilinear resize.
