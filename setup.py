@@ -24,15 +24,15 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "danet-train-executor=danet.train_executor:main",
-            "danet-train-dygraph=danet.train_dygraph:main",
-            "danet-eval=danet.eval:main",
-            "danet-predict=danet.tools.predict:main",
-            "danet-export=danet.tools.export:main",
-            "danet-convert=danet.tools.convert:main",
-            "danet-import=danet.tools.import_weights:main",
+            "danet-train-executor=danet.train_executor:console",
+            "danet-train-dygraph=danet.train_dygraph:console",
+            "danet-eval=danet.eval:console",
+            "danet-predict=danet.tools.predict:console",
+            "danet-export=danet.tools.export:console",
+            "danet-convert=danet.tools.convert:console",
+            "danet-import=danet.tools.import_weights:console",
             "danet-demo=danet.tools.demo:main",
-            "danet-benchmark=danet.tools.benchmark:main",
+            "danet-benchmark=danet.tools.benchmark:console",
             "danet-prepare-cityscapes=danet.tools.prepare_cityscapes:main",
             "danet-make-synthetic=danet.tools.make_synthetic_dataset:main",
         ]

@@ -154,5 +154,10 @@ def run(args):
     return report(matrix, output_dir, settings)
 
 
-if __name__ == "__main__":
+def console():
+    """The console script: exit status 0 on success (``main`` returns its result to callers in Python)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

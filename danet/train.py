@@ -83,7 +83,8 @@ def train(args):
     setup_logging(os.path.join(args.log_root or args.save_dir, "train.log"), rank)
     device = setup_device(args.cuda, args.threads)
     log.info("danet %s on %s (Paddle %s), %d process(es): %s", args.entry, device, paddle.__version__, world_size,
-             " ".join(f"--{k} {v}" for k, v in sorted(vars(args).items()) if v not in (None, False)))
+             " ".join(f"--{k} {v}" for k, v in sorted(vars(args).items())
+                      if v not in (None, False) and k not in ("explicit", "entry")))
     initial = args.pretrained or (args.save_model if args.load_pretrained_model or args.load_better_model else None)
     initial_weights = adopt_model_settings(args, initial)
     seed_everything(args.seed)
@@ -133,9 +134,9 @@ def adopt_model_settings(args, initial):
         initial_weights = weights.read_weights(initial, arch(vars(args)))
         config, source = initial_weights.config, initial_weights.path
     if config:
-        saved = arch(config)
+        saved, current = arch(config), arch(vars(args))
         explicit = getattr(args, "explicit", ARCH_KEYS)  # args made without main(): every flag counts as given
-        adopted = {k: saved[k] for k in ARCH_KEYS if k not in explicit and saved[k] != getattr(args, k)}
+        adopted = {k: saved[k] for k in ARCH_KEYS if k not in explicit and saved[k] != current[k]}
         if "num_classes" in adopted and not args.resume:  # fine-tuning on a data set of other classes: a new head
             del adopted["num_classes"]
         for key, value in adopted.items():

@@ -1,6 +1,5 @@
 """Train DANet in dygraph mode: ``python -m danet.train_dygraph --help``."""
 import os
-import sys
 
 
 def main(argv=None):
@@ -12,5 +11,10 @@ def main(argv=None):
     return _main("train_dygraph", argv)
 
 
+def console():
+    """The console script: exit status 0 on success (``main`` returns its result to callers in Python)."""
+    main()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    console()

@@ -189,3 +189,16 @@ def test_load_model_gives_the_same_eval_model_from_either_format(tmp_path, dygra
         np.testing.assert_array_equal(other, outputs[0])
     with pytest.raises(UserError, match="holds a model with backbone='resnet18', not 'resnet50'"):
         danet.load_model(dygraph_ckpt, backbone="resnet50")
+
+
+@pytest.mark.process
+def test_the_console_script_exits_0_and_prints_only_its_summary(tmp_path, dygraph_ckpt):
+    import subprocess
+    import sys
+
+    from faultlib import ROOT, env
+
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert.py"), dygraph_ckpt,
+                           str(tmp_path / "executor")], capture_output=True, text=True, env=env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("converted ")  # no result object dumped on exit

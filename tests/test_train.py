@@ -66,7 +66,7 @@ def start(mode, args, log_path):
 
 def arrays(ckpt_dir):
     """Model weights by structured name, and the optimizer state, of one checkpoint."""
-    found = read_weights(str(ckpt_dir).tensors)
+    found = read_weights(str(ckpt_dir)).tensors
     opt = {k: v for k, v in weights.safe_load(os.path.join(ckpt_dir, "model.pdopt")).items()
            if isinstance(v, np.ndarray)}
     return found, opt
@@ -275,8 +275,9 @@ def test_a_converted_checkpoint_resumes_in_the_other_mode_on_the_same_loss_curve
     converted = tmp_path / "converted" / "epoch_0001"
     report = convert.convert(str(full_dir / "epoch_0001"), str(converted))
     assert report["format"] == target and report["optimizer_tensors"] == 86  # every trainable tensor of ResNet-18
-    save_dir = tmp_path / "continued"
-    trainer = train_here(target, argv(target, data, save_dir, "--resume", str(converted)))
+    save_dir = tmp_path / "continued"  # the source run's data loading: the same batches and augmentations
+    trainer = train_here(target, argv(target, data, save_dir, "--resume", str(converted), "--num_workers",
+                                      WORKERS[source]))
     assert trainer.iteration == ITERATIONS
     want = logged_losses((full_dir / "train.log").read_text())
     got = logged_losses((save_dir / "train.log").read_text())

@@ -1,7 +1,5 @@
 """The console script danet-benchmark, run from a checkout: see danet/tools/benchmark.py (`danet-benchmark --help`)."""
-import sys
-
-from danet.tools.benchmark import main
+from danet.tools.benchmark import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

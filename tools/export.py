@@ -1,7 +1,5 @@
 """The console script danet-export, run from a checkout: see danet/tools/export.py (`danet-export --help`)."""
-import sys
-
-from danet.tools.export import main
+from danet.tools.export import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -41,7 +41,8 @@ class DygraphStep:
 
     def run(self, images, labels):
         lr = self.optimizer.get_lr()
-        images, labels = paddle.to_tensor(images), paddle.to_tensor(labels)
+        # Worker processes hand over tensors already; to_tensor on a tensor would copy it (and warn).
+        images, labels = (t if isinstance(t, paddle.Tensor) else paddle.to_tensor(t) for t in (images, labels))
         with paddle.amp.auto_cast(enable=self.scaler is not None, level="O1"):
             outputs = self.net(images)
         loss, parts = danet_loss(outputs, labels, self.loss_weights)

@@ -338,5 +338,12 @@ def main(argv=None):
     return run_main(run, args)
 
 
+def console():
+    """The console script: prints the report's table (``main`` returns the report)."""
+    report = main()
+    if report and "--worker" not in sys.argv:  # a worker process hands its numbers over in a file
+        print(format_report(report))
+
+
 if __name__ == "__main__":
-    main()
+    console()

@@ -50,5 +50,10 @@ def main(argv=None):
     return run_main(run, args)
 
 
-if __name__ == "__main__":
+def console():
+    """The console script: exit status 0 on success (``main`` returns its result to callers in Python)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -117,5 +117,10 @@ def main(argv=None):
     return run_main(run, args)
 
 
+def console():
+    """The console script: exit status 0 on success (``main`` returns its result to callers in Python)."""
+    main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -52,5 +52,10 @@ def main(argv=None):
     return tool_main(build_parser, run, argv, check=_check, extra=("base_size",))
 
 
-if __name__ == "__main__":
+def console():
+    """The console script: exit status 0 on success (``main`` returns its result to callers in Python)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

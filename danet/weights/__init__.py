@@ -65,7 +65,7 @@ def _foreign_container(path):
         return None
     from danet.weights import sources
 
-    return file if sources.container(file) != "pdparams" else None
+    return file if sources.container(file) in ("pth", "paddle1-tnum") else None
 
 
 def _imported(path, imported):
