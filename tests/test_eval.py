@@ -26,11 +26,8 @@ TINY = ["--backbone", "resnet18", "--base_size", "64", "--crop_size", "48", "--e
 
 
 def load_tool(name):
-    """The module tools/<name>.py (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module of the console script danet-<name> (tools/<name>.py runs the same)."""
+    return importlib.import_module(f"danet.tools.{name}")
 
 
 def tiny_data(tmp_path_factory):
