@@ -120,3 +120,19 @@ def test_an_entry_point_has_no_flag_it_would_ignore(entry, argv, capsys):
 def test_training_accepts_the_prediction_flags_for_its_validation():
     args = parse("train_dygraph", ["--multi_scales", "--flip", "--stride_rate", "0.5"])
     assert args.multi_scales and args.flip and args.stride_rate == 0.5
+
+
+def test_the_converter_has_no_recompute_flag(capsys):
+    from danet.tools.convert import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["a", "b", "--recompute"])  # conversion does not run a backward pass
+    assert "unrecognized arguments: --recompute" in capsys.readouterr().err
+
+
+def test_the_benchmark_peer_script_ships_with_the_package():
+    from danet.tools.benchmark_peer import find_peer_script
+
+    script = find_peer_script()
+    assert script.startswith(os.path.join(ROOT, "danet", "tools"))  # not a file outside the repository
+    compile(open(script).read(), script, "exec")  # PaddleSeg's Python runs it as it is

@@ -85,3 +85,22 @@ def test_weights_after_the_steps_agree(runs):
     assert dy.keys() == st.keys()
     for name in dy:
         np.testing.assert_allclose(st[name], dy[name], rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_the_auxiliary_head_trains_in_both_modes_with_its_loss_weight(tmp_path):
+    """--aux_head adds a fourth output, named 'aux' and weighted by --aux_weight, the same in both graph modes."""
+    args = parse("train_dygraph", ["--backbone", "resnet18", "--aux_head", "--aux_weight", "0.25"])
+    init = str(tmp_path / "init.pdparams")
+    paddle.seed(0)
+    dygraph = DygraphStep(args, STEPS_PER_EPOCH, model_kwargs={"dropout": 0.0})
+    save_arrays(init, {k: v.numpy() for k, v in dygraph.model.state_dict().items()})
+    images, labels = _batches()[0]
+    dy = dygraph.run(images, labels)
+    assert list(dy.parts) == ["fused", "position", "channel", "aux"]
+    np.testing.assert_allclose(dy.loss, sum(list(dy.parts.values())[:3]) + 0.25 * dy.parts["aux"], rtol=1e-5)
+    with static_mode():
+        static = StaticStep(args, STEPS_PER_EPOCH, model_kwargs={"dropout": 0.0})
+        static.load_initial(init)
+        st = static.run(images, labels)
+    np.testing.assert_allclose(list(st.parts.values()), list(dy.parts.values()), rtol=1e-4)
+    np.testing.assert_allclose(st.loss, dy.loss, rtol=1e-4)

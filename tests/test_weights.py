@@ -39,3 +39,19 @@ def test_strict_load_names_what_is_missing(tmp_path):
     paddle.save(state, str(tmp_path / "partial.pdparams"))
     with pytest.raises(UserError, match="head.cls_fused"):
         load_into(build_model("resnet18", num_classes=5), str(tmp_path / "partial.pdparams"), strict=True)
+
+
+def test_the_load_report_counts_what_was_loaded(caplog):
+    """One report for every loader: the counts come from the match, not from the model's size."""
+    from danet.weights import fit
+
+    shapes = {"a": [2], "b": [3], "c": [4], "d": [5], "e": [6]}
+    found = {"a": np.zeros(2), "b": np.zeros(3), "e": np.zeros(6)}
+    logging.getLogger("danet").addHandler(caplog.handler)
+    try:
+        report = fit(shapes, found, "w.pdparams", partial=True).log("dygraph format")
+    finally:
+        logging.getLogger("danet").removeHandler(caplog.handler)
+    assert (len(report.loaded), report.total, report.missing) == (3, 5, ["c", "d"])
+    assert "loaded 3 of 5 tensors from w.pdparams (dygraph format)" in caplog.text
+    assert "2 keep their initial values (e.g. c, d)" in caplog.text
