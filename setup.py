@@ -20,7 +20,8 @@ setup(
     ],
     extras_require={
         "vdl": ["visualdl"],
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "ruff", "scipy"],
+        "sbd": ["scipy"],  # SBD (VOC aug), Pascal Context and COCO-Stuff 10k labels are .mat files
     },
     entry_points={
         "console_scripts": [
@@ -34,6 +35,7 @@ setup(
             "danet-demo=danet.tools.demo:main",
             "danet-benchmark=danet.tools.benchmark:console",
             "danet-prepare-cityscapes=danet.tools.prepare_cityscapes:main",
+            "danet-prepare-dataset=danet.tools.prepare_dataset:main",
             "danet-make-synthetic=danet.tools.make_synthetic_dataset:main",
         ]
     },

@@ -44,10 +44,8 @@ def explicit_flags(parser, argv, extra=()):
     """{dest: value} of the model, training and ``extra`` flags given in ``argv`` (``parser`` is changed)."""
     known = {a.dest for a in parser._actions}
     dests = [d for d in list(ARCH_KEYS) + list(training_flag_defaults()) + list(extra) if d in known]
-    absent = object()  # a default no flag can produce
-    parser.set_defaults(**{d: absent for d in dests})
-    given = vars(parser.parse_known_args(argv)[0])
-    return {d: given[d] for d in dests if given[d] is not absent}
+    values = vars(parser.parse_known_args(argv)[0])
+    return {d: values[d] for d in options.given(parser, argv, dests)}
 
 
 def warn_ignored(explicit):

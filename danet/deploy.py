@@ -53,11 +53,12 @@ def _write(path, image_bgr_or_gray):
 
 
 def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_size=768, scales=None,
-                   multi_scales=False, flip=False, stride_rate=2 / 3, window_batch=2, alpha=0.5, limit=0):
+                   multi_scales=False, flip=False, stride_rate=2 / 3, window_batch=2, alpha=0.5, limit=0, palette=None):
     """Segment every image of ``inputs`` (the first ``limit`` if > 0); write ``color/``, ``overlay/``,
     ``trainid/`` and ``side_by_side/`` (image | colour mask | overlay) PNGs under ``output_dir``.
 
-    ``base_size`` is the long side at scale 1.0 (None: each image's own). Returns the written paths.
+    ``base_size`` is the long side at scale 1.0 (None: each image's own); ``palette`` [C, 3] colours the classes
+    (default: Cityscapes'). Returns the written paths.
     """
     predict_fn = dygraph_predict_fn(model, window_batch)
     normalise = build_val_transform(model.config.get("input_norm", "imagenet"))
@@ -72,7 +73,7 @@ def predict_images(model, num_classes, inputs, output_dir, base_size=None, crop_
         image, _ = normalise(rgb, np.zeros(rgb.shape[:2], np.uint8))
         pred = predict_label(predict_fn, image, num_classes, base_size, crop_size, scales, flip, stride_rate,
                              window_batch)
-        color = colorize(pred)
+        color = colorize(pred, palette)
         stem = os.path.splitext(name)[0] + ".png"
         blend = overlay(rgb, color, alpha)
         outputs = {"color": cv2.cvtColor(color, cv2.COLOR_RGB2BGR), "overlay": cv2.cvtColor(blend, cv2.COLOR_RGB2BGR),

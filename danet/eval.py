@@ -9,6 +9,7 @@ Writes to ``--output_dir`` (default ``output/eval``): ``eval.log``, ``metrics.js
 confusion matrix, the run's settings), ``per_class_iou.csv`` and, with ``--save_predictions``,
 ``trainid/``, ``color/`` and ``labelid/`` PNGs named after each image's path in the list.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -44,17 +45,17 @@ def prediction_name(rel_path):
 
 
 class PredictionWriter:
-    """``on_prediction`` callback: writes trainid/, color/ and (19 Cityscapes classes) labelid/ PNGs."""
+    """``on_prediction`` callback: writes trainid/, color/ (the preset's palette) and, for Cityscapes, labelid/ PNGs
+    (the official label ids of the benchmark server)."""
 
-    def __init__(self, output_dir, dataset, num_classes):
-        self.output_dir, self.dataset = output_dir, dataset
-        self.kinds = ["trainid", "color"] + (["labelid"] if num_classes == len(CLASS_NAMES) else [])
-        if "labelid" not in self.kinds:
-            log.warning("%d classes are not the 19 Cityscapes train ids: no labelid/ PNGs are written", num_classes)
+    def __init__(self, output_dir, dataset, preset):
+        self.output_dir, self.dataset, self.palette = output_dir, dataset, preset.palette
+        cityscapes = preset.name == "cityscapes" and preset.num_classes == len(CLASS_NAMES)
+        self.kinds = ["trainid", "color"] + (["labelid"] if cityscapes else [])
 
     def __call__(self, index, pred, label=None):
         name = prediction_name(self.dataset.rel_path(index))
-        images = {"trainid": pred, "color": cv2.cvtColor(colorize(pred), cv2.COLOR_RGB2BGR),
+        images = {"trainid": pred, "color": cv2.cvtColor(colorize(pred, self.palette), cv2.COLOR_RGB2BGR),
                   "labelid": TRAIN_ID_TO_LABEL_ID[pred]}
         for kind in self.kinds:
             path = os.path.join(self.output_dir, kind, name)
@@ -90,10 +91,10 @@ def evaluate_saved(pred_dir, dataset, num_classes, limit=None, on_prediction=Non
     return matrix
 
 
-def report(matrix, output_dir, settings):
+def report(matrix, output_dir, settings, names=None):
     """Log the table and write metrics.json and per_class_iou.csv; returns the metrics.json content."""
     result = matrix.summary()
-    names = class_names(matrix.num_classes)
+    names = names or class_names(matrix.num_classes)
     log.info("%s split, %d images, scales %s%s:\n%s", settings["split"], settings["images"], settings["scales"],
              ", flip" if settings["flip"] else "", format_table(result, names))
     metrics = dict(to_json_dict(result, names), settings=settings)
@@ -134,24 +135,51 @@ def run(args):
         settings.update(pred_dir=os.path.abspath(args.pred_dir), num_classes=args.num_classes)
     else:
         model, source, config = model_from_args(args)
-        args.num_classes = config["num_classes"]
+        _check_classes(config["num_classes"], args, source)
         settings.update(checkpoint=os.path.abspath(source.path), checkpoint_format=source.format, model=config)
     input_norm = config["input_norm"] if not args.pred_dir else "imagenet"  # saved predictions need no input
-    dataset = SegDataset(args.data_folder, args.split, args.dataset, build_val_transform(input_norm), args.num_classes)
-    writer = PredictionWriter(output_dir, dataset, args.num_classes) if args.save_predictions else None
+    dataset = SegDataset(args.data_folder, args.split, args.dataset, build_val_transform(input_norm), args.num_classes,
+                         preset=args.preset)
+    writer = PredictionWriter(output_dir, dataset, args.preset) if args.save_predictions else None
     start = time.time()
     if args.pred_dir:
         matrix = evaluate_saved(args.pred_dir, dataset, args.num_classes, args.limit, writer)
     else:
         predict_fn = dygraph_predict_fn(model, args.window_batch)
-        matrix = evaluate(predict_fn, dataset, args.num_classes, base_size=args.base_size, crop_size=args.crop_size,
+        matrix = evaluate(predict_fn, dataset, args.num_classes, base_size=args.base_size or None,
+                          crop_size=args.crop_size,
                           scales=scales, flip=args.flip, stride_rate=args.stride_rate, window_batch=args.window_batch,
                           on_prediction=writer, progress=sys.stderr.isatty(), limit=args.limit or None,
                           num_workers=args.num_workers)
     settings.update(images=min(len(dataset), args.limit or len(dataset)), seconds=round(time.time() - start, 2))
     if writer is not None:
         log.info("wrote %s PNGs under %s", "/, ".join(writer.kinds) + "/", output_dir)
-    return report(matrix, output_dir, settings)
+    return report(matrix, output_dir, settings, list(args.preset.classes))
+
+
+def _check_classes(model_classes, args, source):
+    """The model must predict the data set's classes: a 19-class model cannot be scored on ADE20K's 150.
+    A folder of no preset takes the model's class count (and, for the table, the names it saved)."""
+    if args.preset.numbered and "num_classes" not in args.explicit:
+        from danet.data.presets import get_preset
+
+        names = saved_class_names(source)
+        args.preset = get_preset(args.dataset, os.path.join(args.data_folder, args.dataset), model_classes)
+        if names and len(names) == model_classes:
+            args.preset = dataclasses.replace(args.preset, classes=tuple(names))
+    if model_classes != args.preset.num_classes:
+        raise UserError(f"{source.path} predicts {model_classes} classes but --dataset {args.dataset} has "
+                        f"{args.preset.num_classes}: choose the --dataset the model was trained on")
+    args.num_classes = model_classes
+
+
+def saved_class_names(source):
+    """Class names a checkpoint carries: from its training data set, or from an imported file (mmseg's meta)."""
+    state = source.state or {}
+    names = (state.get("dataset") or {}).get("classes") or state.get("classes")
+    if not names and source.imported is not None:
+        names = source.imported.meta.get("classes")
+    return names
 
 
 def console():

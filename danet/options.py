@@ -52,7 +52,10 @@ def _data_flags(p, sizes_only=False):
     g = p.add_argument_group("data")
     if not sizes_only:
         g.add_argument("--data_folder", default="./dataset", help="root of the data sets (default: %(default)s)")
-        g.add_argument("--dataset", default="cityscapes", help="sub-folder of --data_folder (default: %(default)s)")
+        g.add_argument("--dataset", default="cityscapes",
+                       help="a preset (cityscapes, ade20k, voc, pascal_context, pascal_context_60, coco_stuff: its "
+                            "classes, label convention and sizes) or a folder of your own with classes.txt; the data "
+                            "are read from --data_folder/NAME (default: %(default)s)")
     g.add_argument("--base_size", type=int, default=1024,
                    help="train: short side before random scaling; eval: long side at scale 1.0 (default: %(default)s)")
     g.add_argument("--crop_size", type=int, default=768, help="training crop / sliding window (default: %(default)s)")
@@ -184,16 +187,54 @@ def build_parser(entry):
 
 
 def parse(entry, argv=None):
-    """Parse and check the flags; a flag that cannot work gives ``parser.error`` (exit 2, one line)."""
+    """Parse and check the flags; a flag that cannot work gives ``parser.error`` (exit 2, one line).
+
+    ``--dataset NAME`` brings the preset's classes and sizes for every such flag not given (``args.preset``).
+    """
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(entry)
     args = parser.parse_args(argv)
     args.entry = entry
     _check(parser, args)
+    apply_preset(parser, args, given(build_parser(entry), argv, ("num_classes", "base_size", "crop_size")))
     if args.lr is None:
         args.lr = SEED_LR_PER_IMAGE * args.batch_size
     if args.save_dir is None:
         args.save_dir = os.path.join("checkpoint", f"{entry.replace('train_', '')}_{args.backbone}")
     return args
+
+
+def given(parser, argv, dests):
+    """The subset of ``dests`` whose flags appear in ``argv`` (``parser`` is changed: use a fresh one)."""
+    absent = object()  # a default no flag can produce
+    parser.set_defaults(**{d: absent for d in dests})
+    values = vars(parser.parse_known_args(argv)[0])
+    return {d for d in dests if values.get(d, absent) is not absent}
+
+
+def apply_preset(parser, args, explicit):
+    """Resolve ``--dataset`` into ``args.preset`` and take its classes and sizes where no flag gave them."""
+    from danet.data.presets import get_preset
+    from danet.errors import UserError
+
+    root = os.path.join(args.data_folder, args.dataset)
+    try:
+        preset = get_preset(args.dataset, root, args.num_classes if "num_classes" in explicit else None)
+    except UserError as e:
+        parser.error(str(e))
+    if "num_classes" not in explicit:
+        args.num_classes = preset.num_classes
+    elif args.num_classes != preset.num_classes:
+        parser.error(f"--num_classes {args.num_classes} contradicts --dataset {args.dataset} "
+                     f"({preset.num_classes} classes): drop --num_classes")
+    training = args.entry.startswith("train")
+    if "base_size" not in explicit:
+        args.base_size = preset.base_size if training else preset.eval_base_size  # 0: each image at its own size
+    if "crop_size" not in explicit:
+        args.crop_size = preset.crop_size
+    args.preset = preset
 
 
 def _check(parser, args):

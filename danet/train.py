@@ -44,7 +44,7 @@ def build_loader(args, world_size):
     train_set = SegDataset(args.data_folder, "train", args.dataset,
                            build_train_transform(args.base_size, args.crop_size, scale=args.scale,
                                                  input_norm=args.input_norm),
-                           num_classes=args.num_classes)
+                           num_classes=args.num_classes, preset=args.preset)
     if args.batch_size * world_size > len(train_set):
         raise UserError(f"--batch_size {args.batch_size} x {world_size} devices is more than the {len(train_set)} "
                         "training images: lower --batch_size")
@@ -92,7 +92,7 @@ def train(args):
         paddle.distributed.init_parallel_env()
     loader, sampler = build_loader(args, world_size)
     val_set = SegDataset(args.data_folder, "val", args.dataset, build_val_transform(args.input_norm),
-                         num_classes=args.num_classes) if args.eval_interval and rank == 0 else None
+                         num_classes=args.num_classes, preset=args.preset) if args.eval_interval and rank == 0 else None
     steps_per_epoch = args.step_per_epoch or len(loader)
     if args.entry == "train_executor":
         from danet.engine.static import StaticStep

@@ -124,20 +124,21 @@ def _write(path, array):
 
 
 def _known_case(root):
-    """3 classes over two images; (truth, prediction) pairs give the matrix [[5,1,0],[2,3,1],[0,0,4]], plus
+    """3 classes over two images in a folder of no preset (numbered classes); (truth, prediction) pairs give the
+    matrix [[5,1,0],[2,3,1],[0,0,4]], plus
     4 pixels labelled 255 (ignored) whose predictions must not count."""
     pairs = [(0, 0)] * 5 + [(0, 1)] + [(1, 0)] * 2 + [(1, 1)] * 3 + [(1, 2)] + [(2, 2)] * 4 + [(255, 1)] * 4
     rng = np.random.default_rng(0)
     pairs = np.array(pairs)[rng.permutation(len(pairs))]
     images, labels = [], []
     for rel, (h, w), chunk in (("a/b/one.png", (3, 4), pairs[:12]), ("c/two.png", (2, 4), pairs[12:])):
-        _write(os.path.join(root, "cityscapes", rel), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        _write(os.path.join(root, "cityscapes", "gt", rel), chunk[:, 0].reshape(h, w).astype(np.uint8))
+        _write(os.path.join(root, "known", rel), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        _write(os.path.join(root, "known", "gt", rel), chunk[:, 0].reshape(h, w).astype(np.uint8))
         _write(os.path.join(root, "pred", rel), chunk[:, 1].reshape(h, w).astype(np.uint8))
         images.append(rel)
         labels.append("gt/" + rel)
     for name, paths in (("valImages.txt", images), ("valLabels.txt", labels)):
-        with open(os.path.join(root, "cityscapes", name), "w") as f:
+        with open(os.path.join(root, "known", name), "w") as f:
             f.write("\n".join(paths) + "\n")
     return os.path.join(root, "pred")
 
@@ -145,8 +146,8 @@ def _known_case(root):
 def test_known_confusion_matrix_through_pred_dir(tmp_path):
     pred_dir = _known_case(str(tmp_path))
     out = tmp_path / "out"
-    main(["--pred_dir", pred_dir, "--data_folder", str(tmp_path), "--num_classes", "3", "--output_dir", str(out),
-          "--epoch_num", "7", "--batch_size", "4", "--momentum", "0.9"])
+    main(["--pred_dir", pred_dir, "--data_folder", str(tmp_path), "--dataset", "known", "--num_classes", "3",
+          "--output_dir", str(out), "--epoch_num", "7", "--batch_size", "4", "--momentum", "0.9"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["confusion_matrix"] == [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
     assert metrics["miou"] == pytest.approx(0.617857, abs=1e-6)
@@ -162,13 +163,13 @@ def test_known_confusion_matrix_through_pred_dir(tmp_path):
 
 def test_pred_dir_names_a_missing_or_wrong_sized_prediction(tmp_path):
     pred_dir = _known_case(str(tmp_path))
-    argv = ["--pred_dir", pred_dir, "--data_folder", str(tmp_path), "--num_classes", "3",
+    argv = ["--pred_dir", pred_dir, "--data_folder", str(tmp_path), "--dataset", "known", "--num_classes", "3",
             "--output_dir", str(tmp_path / "out"), "--debug"]
     _write(os.path.join(pred_dir, "c", "two.png"), np.zeros((3, 4), np.uint8))
     with pytest.raises(UserError, match=r"two.png is 4x3 but its image .*two.png is 4x2"):
         main(argv)
     os.remove(os.path.join(pred_dir, "a", "b", "one.png"))
-    with pytest.raises(UserError, match=r"prediction .*pred/a/b/one.png for image .*cityscapes/a/b/one.png is missing"):
+    with pytest.raises(UserError, match=r"prediction .*pred/a/b/one.png for image .*known/a/b/one.png is missing"):
         main(argv)
 
 

@@ -48,9 +48,14 @@ _COLOR_LUT = np.zeros((256, 3), dtype=np.uint8)
 _COLOR_LUT[: len(PALETTE)] = PALETTE
 
 
-def colorize(train_ids):
-    """``[H, W]`` train ids -> ``[H, W, 3]`` uint8 RGB with the official colours; 255 and unknown ids are black."""
-    return _COLOR_LUT[np.clip(train_ids, 0, 255).astype(np.uint8)]
+def colorize(train_ids, palette=None):
+    """``[H, W]`` train ids -> ``[H, W, 3]`` uint8 RGB in ``palette`` ([C, 3], default Cityscapes' official colours);
+    255 and ids beyond the palette are black."""
+    lut = _COLOR_LUT
+    if palette is not None:
+        lut = np.zeros((256, 3), np.uint8)
+        lut[: len(palette)] = np.asarray(palette, np.uint8)[:255]
+    return lut[np.clip(train_ids, 0, 255).astype(np.uint8)]
 
 
 def _read_lines(path):
@@ -134,7 +139,8 @@ class SegDataset(paddle.io.Dataset):
     """
 
     def __init__(
-        self, data_folder, split="train", dataset="cityscapes", transform=None, num_classes=19, list_file=None
+        self, data_folder, split="train", dataset="cityscapes", transform=None, num_classes=19, list_file=None,
+        preset=None,
     ):
         self.root = os.path.join(data_folder, dataset)
         if list_file is None and not os.path.isdir(self.root):
@@ -142,7 +148,7 @@ class SegDataset(paddle.io.Dataset):
                 f"dataset folder {self.root} does not exist; check --data_folder "
                 "(tools/make_synthetic_dataset.py makes a small demo set)"
             )
-        self.split, self.transform, self.num_classes = split, transform, num_classes
+        self.split, self.transform, self.num_classes, self.preset = split, transform, num_classes, preset
         entries = read_list(self.root, split, list_file)
         self._rel_images = [image for image, _, _ in entries]
         self.image_paths = [os.path.join(self.root, image) for image, _, _ in entries]
@@ -176,7 +182,7 @@ class SegDataset(paddle.io.Dataset):
                 f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
                 f"{image.shape[1]}x{image.shape[0]} ({where}); they must have the same size"
             )
-        return image, _check_values(label, self.num_classes, label_path, where)
+        return image, _check_values(label, self.num_classes, label_path, where, self.preset)
 
 
 def _read_rgb(path):
@@ -205,18 +211,26 @@ def _read_label(path, where):
     return label
 
 
-def _check_values(label, num_classes, path, where):
-    """Returns the label as uint8 after checking every value is a train id or 255."""
+def _check_values(label, num_classes, path, where, preset=None):
+    """The label as uint8 train ids (255 = ignore) after checking every raw value is one the data set has.
+
+    With a ``preset`` its label convention applies (e.g. ADE20K's raw 0 is ignored and 1..150 become
+    0..149); without one, labels are train ids 0..num_classes-1 and 255.
+    """
     if label.dtype != np.uint8:
         if label.min() < 0 or label.max() > 255:
             raise UserError(f"label {path} has values outside 0..255 ({where}); labels must be 8-bit train ids")
         label = label.astype(np.uint8)
     counts = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()  # 5x faster than np.bincount
-    bad = (np.flatnonzero(counts[num_classes:255]) + num_classes).tolist()
+    if preset is None:
+        valid, raw_max = np.zeros(256, bool), num_classes - 1
+        valid[:num_classes] = valid[255] = True
+        hint = "raw Cityscapes labelIds instead of trainIds? run tools/prepare_cityscapes.py, or set --num_classes"
+    else:
+        valid, raw_max, hint = preset.valid, preset.raw_max, preset.hint
+    bad = np.flatnonzero((counts > 0) & ~valid).tolist()
     if bad:
         shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
-        raise UserError(
-            f"label {path} has values {shown} outside 0..{num_classes - 1} and 255 ({where}); raw Cityscapes "
-            "labelIds instead of trainIds? run tools/prepare_cityscapes.py, or set --num_classes"
-        )
-    return label
+        name = f" of {preset.name}" if preset is not None else ""
+        raise UserError(f"label {path} has values {shown} outside 0..{raw_max} and 255{name} ({where}); {hint}")
+    return label if preset is None else preset.to_train_ids(label)

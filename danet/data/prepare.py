@@ -90,8 +90,9 @@ def convert_label(job):
     return None
 
 
-def _run_jobs(jobs, workers, progress):
-    """Converts labels (in ``workers`` processes), showing progress. Returns the error texts."""
+def run_jobs(jobs, workers, progress, convert=convert_label, desc="labelIds -> trainIds"):
+    """Runs ``convert(job)`` for every job (in ``workers`` processes; ``convert`` must be a module-level function),
+    showing progress. ``convert`` returns an error text or None; returns the error texts."""
     if not jobs:
         return []
     pool = None
@@ -99,11 +100,11 @@ def _run_jobs(jobs, workers, progress):
         import multiprocessing
 
         pool = multiprocessing.Pool(min(workers, len(jobs)))
-        results = pool.imap_unordered(convert_label, jobs, chunksize=8)
+        results = pool.imap_unordered(convert, jobs, chunksize=8)
     else:
-        results = map(convert_label, jobs)
+        results = map(convert, jobs)
     try:
-        results = _with_progress(results, len(jobs), progress)
+        results = _with_progress(results, len(jobs), progress, desc)
         return [error for error in results if error]
     finally:
         if pool is not None:
@@ -111,13 +112,13 @@ def _run_jobs(jobs, workers, progress):
             pool.join()
 
 
-def _with_progress(results, total, progress):
+def _with_progress(results, total, progress, desc):
     try:
         from tqdm import tqdm
     except ImportError:
         tqdm = None
     if progress and tqdm is not None:
-        yield from tqdm(results, total=total, desc="labelIds -> trainIds", unit="label")
+        yield from tqdm(results, total=total, desc=desc, unit="label")
         return
     step = -(-total // 10)  # about ten log lines
     for done, result in enumerate(results, 1):
@@ -126,7 +127,7 @@ def _with_progress(results, total, progress):
         yield result
 
 
-def _write_lists(root, split, pairs, force, summary):
+def write_lists(root, split, pairs, force, summary):
     """Writes the split's lists if missing (or ``force``); keeps and checks lists that are already there."""
     wanted = {f"{split}Images.txt": [image for image, _ in pairs]}
     if all(label is not None for _, label in pairs):
@@ -146,7 +147,7 @@ def _write_lists(root, split, pairs, force, summary):
         read_list(root, split)  # every listed file exists and the lists pair up
 
 
-def _one_line(problems, root):
+def one_line(problems, root):
     shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more (see the log)" if len(problems) > 3 else "")
     return f"{len(problems)} problem(s) under {root}: {shown}; fix or remove these files and rerun"
 
@@ -172,13 +173,13 @@ def prepare_cityscapes(root, workers=1, force=False, progress=True):
     for split in splits:
         pairs[split] = _scan_split(root, split, force, summary, jobs, problems)
     logger.info("%d images in %s; %d labels to convert", summary.images, root, len(jobs))
-    errors = _run_jobs(jobs, workers, progress)
+    errors = run_jobs(jobs, workers, progress)
     summary.labels_written = len(jobs) - len(errors)
     problems += errors
     if problems:
         for problem in problems:
             logger.error("%s", problem)
-        raise UserError(_one_line(problems, root))
+        raise UserError(one_line(problems, root))
     for split in splits:
-        _write_lists(root, split, pairs[split], force, summary)
+        write_lists(root, split, pairs[split], force, summary)
     return summary

@@ -12,7 +12,6 @@ import numpy as np
 from tqdm import tqdm
 
 from danet import checkpoint
-from danet.data.cityscapes import CLASS_NAMES
 from danet.engine.common import arch
 from danet.errors import UserError
 from danet.inference import MULTI_SCALES, evaluate
@@ -126,7 +125,7 @@ class Trainer:
                           crop_size=args.crop_size, scales=scales, flip=args.flip, stride_rate=args.stride_rate,
                           progress=sys.stderr.isatty(), limit=args.val_limit or None, num_workers=args.num_workers)
         result = matrix.summary()
-        names = class_names(self.args.num_classes)
+        names = class_names(self.args.num_classes, getattr(self.args, "preset", None))
         log.info("validation after epoch %d:\n%s", self.epoch, format_table(result, names))
         if self.writer is not None:
             self.writer.add_scalar("val/miou", result["miou"], self.iteration)
@@ -149,6 +148,7 @@ class Trainer:
         name = f"epoch_{self.epoch:04d}"
         state = dict(format=self.step.format, epoch=self.epoch, iteration=self.iteration, best_miou=self.best_miou,
                      miou=miou, scheduler=self.step.scheduler.state_dict(), config=self.step.config,
+                     dataset=args.preset.describe() if getattr(args, "preset", None) is not None else None,
                      steps_per_epoch=self.steps_per_epoch, args=vars(args))
         pointers = ("latest", "best") if is_best else ("latest",)
         try:
@@ -165,8 +165,12 @@ def _parts_text(parts, fmt="%.4f"):
     return " ".join(f"{name} {fmt % value}" for name, value in parts.items())
 
 
-def class_names(num_classes):
-    return list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
+def class_names(num_classes, preset=None, saved=None):
+    """The names of ``num_classes`` classes: the data set preset's, else those a checkpoint saved, else numbers."""
+    for names in (preset.classes if preset is not None else None, saved):
+        if names and len(names) == num_classes:
+            return list(names)
+    return [str(i) for i in range(num_classes)]
 
 
 def _jsonable(value):

@@ -63,8 +63,9 @@ def import_checkpoint(src, out, source=None, replace=False, **options):
     imported = found.imported
     state = dict(format="dygraph", epoch=0, iteration=0, config=config,
                  imported=dict(source=imported.meta.get("source"), path=os.path.abspath(src),
-                               dropped=len(imported.dropped), notes=imported.meta.get("notes", [])),
-                 classes=imported.meta.get("classes"), palette=imported.meta.get("palette"))
+                               dropped=len(imported.dropped), notes=imported.meta.get("notes", [])))
+    if imported.meta.get("classes"):  # mmseg files name their classes: eval tables and pictures use them
+        state["dataset"] = dict(name=None, classes=list(imported.meta["classes"]), palette=imported.meta.get("palette"))
     parent, name = os.path.dirname(out) or ".", os.path.basename(out)
     os.makedirs(parent, exist_ok=True)
     checkpoint.save_checkpoint(parent, name, lambda tmp: checkpoint.save_arrays(

@@ -32,15 +32,28 @@ def build_parser():
 def run(args):
     setup_logging()
     setup_device(args.cuda, args.threads)
-    model, _, config = model_from_args(args)
+    model, source, config = model_from_args(args)
     base_size = args.base_size if "base_size" in args.explicit else None
     written = predict_images(model, config["num_classes"], args.inputs, args.output_dir,
                              base_size=base_size, crop_size=args.crop_size, scales=args.scales,
                              multi_scales=args.multi_scales, flip=args.flip, stride_rate=args.stride_rate,
-                             window_batch=args.window_batch, alpha=args.alpha, limit=args.limit)
+                             window_batch=args.window_batch, alpha=args.alpha, limit=args.limit,
+                             palette=checkpoint_palette(source, config["num_classes"]))
     print(f"wrote {len(written)} files under {args.output_dir} "
           "(color/, overlay/, trainid/, side_by_side/)")
     return written
+
+
+def checkpoint_palette(source, num_classes):
+    """The colours of the checkpoint's data set (saved with it), else Cityscapes' for 19 classes, else fixed ones."""
+    from danet.data.presets import CITYSCAPES_PALETTE, palette_for
+
+    saved = ((source.state or {}).get("dataset") or {}).get("palette")
+    if not saved and source.imported is not None:
+        saved = source.imported.meta.get("palette")
+    if saved and len(saved) == num_classes:
+        return saved
+    return CITYSCAPES_PALETTE if num_classes == len(CITYSCAPES_PALETTE) else palette_for(num_classes)
 
 
 def _check(parser, args):
