@@ -143,6 +143,8 @@ class SegDataset(paddle.io.Dataset):
         preset=None,
     ):
         self.root = os.path.join(data_folder, dataset)
+        if preset is not None and preset.folder and not os.path.isdir(self.root):
+            self.root = os.path.join(data_folder, preset.folder)  # e.g. pascal_context_60 reads pascal_context/
         if list_file is None and not os.path.isdir(self.root):
             raise UserError(
                 f"dataset folder {self.root} does not exist; check --data_folder "

@@ -13,9 +13,11 @@ which raw values may occur at all, so a label of 151 in ADE20K or 30 in VOC is r
 - ``custom``: your own folder, with class names (and optionally colours) in ``classes.json`` or
   ``classes.txt`` beside the lists.
 
-Default sizes follow the published DANet recipes (the paper and its official code for Cityscapes, Pascal
-Context and COCO-Stuff; mmsegmentation's DANet configs for ADE20K and VOC): see the README's data set
-sections. ``eval_base_size`` 0 evaluates each image at its own size.
+Default sizes: Cityscapes keeps the seed's (short side 1024, crop 768); ADE20K, VOC and COCO-Stuff take
+mmsegmentation's (short side 512, crop 512: ``configs/_base_/datasets/{ade20k,pascal_voc12_aug,
+coco-stuff10k}.py``), Pascal Context its 520 / 480 (``pascal_context_59.py``, also the PyTorch-Encoding
+defaults the official DANet code trained Context with). ``eval_base_size`` 0 evaluates each image at its
+own size.
 """
 import json
 import os
@@ -51,6 +53,7 @@ class Preset:
     crop_size: int = 768
     eval_base_size: int = 0
     hint: str = ""
+    folder: str = ""  # another preset's folder it may read (pascal_context_60 reads pascal_context's)
 
     @property
     def num_classes(self):
@@ -132,10 +135,10 @@ def _builtin(name):
                                                                                                 identity_lut)
         return _preset(name, classes, m.PALETTE, convention, base_size=520, crop_size=480, eval_base_size=0,
                        hint="prepared Pascal Context labels are 0 (background) .. 59: run danet-prepare-dataset "
-                            "pascal_context")
+                            "pascal_context", folder="pascal_context")
     if name == "coco_stuff":
         m = _module("coco_stuff")
-        return _preset(name, m.CLASSES, m.PALETTE, identity_lut, base_size=520, crop_size=480, eval_base_size=0,
+        return _preset(name, m.CLASSES, m.PALETTE, identity_lut, base_size=512, crop_size=512, eval_base_size=0,
                        hint="COCO-Stuff labels must be remapped to 0..170: run danet-prepare-dataset coco_stuff")
     return None
 
