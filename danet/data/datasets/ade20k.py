@@ -144,8 +144,9 @@ def prepare(root, workers=1, force=False, progress=True):
     checks = [os.path.join(root, label) for split in present if force or not _lists_exist(root, split)
               for _, label in pairs[split]]  # fmt: skip
     summary.labels_skipped = summary.images  # ADE20K's labels are read as they are: nothing to convert
-    logger.info("%d ADE20K images in %s; labels need no conversion; checking %d labels", summary.images, root,
-                len(checks))
+    logger.info("%d ADE20K images in %s; labels need no conversion, %d to check (values 0..150)%s", summary.images,
+                root, len(checks), "" if len(checks) == summary.images else "; the others were checked when their "
+                "lists were written")  # fmt: skip
     errors = run_jobs(checks, workers, progress, convert=check_label, desc="checking ADE20K labels")
     if errors:
         _fail(errors, root)

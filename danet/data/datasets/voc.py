@@ -72,8 +72,9 @@ def convert_mat(job):
 
     try:
         seg = loadmat(src)["GTcls"][0]["Segmentation"][0]
-    except Exception as e:  # noqa: BLE001  a damaged .mat raises anything (zlib.error, ValueError, ...): name it
-        return f"cannot read {src} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'damaged'})"
+    except Exception as e:  # a damaged .mat raises anything (OSError, zlib.error, ValueError, ...): name the file
+        detail = (str(e).splitlines() or [""])[0][:80]
+        return f"cannot read {src} (truncated or damaged: {type(e).__name__} {detail})"
     if seg.ndim != 2 or seg.size == 0 or seg.min() < 0 or (seg.max() > 20 and seg.max() != 255):
         return f"{src}: GTcls.Segmentation is not a 2-D map of 0..20 (shape {seg.shape}, {seg.dtype})"
     ok, png = cv2.imencode(".png", seg.astype(np.uint8))
@@ -126,19 +127,22 @@ def _plan(root, force, summary, problems):
     return [pairs[n] for n in train], [pairs[n] for n in sorted(voc_val)], jobs, sbd
 
 
+def _stale(src, dst):
+    return not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(src)
+
+
 def _plan_sbd(root, sbd, force, pairs, summary, problems):
     """Adds SBD's images that VOC does not label to ``pairs``; returns the .mat -> PNG jobs (all of SBD's, as
     voc_aug.py converts every ``cls/*.mat``; those already converted and newer than their .mat are skipped)."""
-    listed = _names(os.path.join(root, sbd, "train.txt"), problems) + _names(os.path.join(root, sbd, "val.txt"),
-                                                                             problems)  # fmt: skip
+    listed = {name for split in ("train", "val") for name in _names(os.path.join(root, sbd, f"{split}.txt"), problems)}
     jobs, voc = [], set(pairs)
-    for name in sorted(set(listed)):
-        mat, png = _need(root, f"{sbd}/cls/{name}.mat", problems, f"SBD {name}"), os.path.join(root, AUG, f"{name}.png")
-        if mat and not force and os.path.isfile(png) and os.path.getmtime(png) >= os.path.getmtime(
-                os.path.join(root, mat)):  # fmt: skip
-            summary.labels_skipped += 1
+    for name in sorted(listed):
+        mat = _need(root, f"{sbd}/cls/{name}.mat", problems, f"SBD {name}")
+        job = (os.path.join(root, str(mat)), os.path.join(root, AUG, f"{name}.png"))
+        if mat and (force or _stale(*job)):
+            jobs.append(job)
         elif mat:
-            jobs.append((os.path.join(root, mat), png))
+            summary.labels_skipped += 1
         if name not in voc:  # VOC's own label wins where VOC has one (voc_aug.py's aug.txt leaves those out)
             image = f"{VOC}/JPEGImages/{name}.jpg"  # VOC2012's JPEGImages holds SBD's images too
             if not os.path.isfile(os.path.join(root, image)):
