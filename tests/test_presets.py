@@ -117,3 +117,25 @@ def test_a_preset_prepares_trains_in_both_modes_and_evaluates_with_its_names(nam
                                  "--save_predictions"])
     assert list(metrics["per_class_iou"]) == list(preset.classes)  # the table, JSON and CSV use the names
     assert (tmp_path / "eval" / "color").is_dir()
+
+
+@pytest.mark.parametrize("name, module", [("ade20k", "ade20k"), ("voc", "voc")])
+def test_weights_for_ade20k_and_voc_evaluate_with_their_class_names(name, module, tmp_path):
+    """An ADE20K (150 classes) or VOC (21) model, as imported from mmsegmentation, scored on its data set."""
+    from danet import build_model, checkpoint
+    from danet.eval import main as eval_main
+    from danet.tools.prepare_dataset import prepare
+
+    root = str(tmp_path / name)
+    importlib.import_module(f"danet.data.datasets.{module}").make_synthetic(root)
+    prepare(name, root, workers=1, progress=False)
+    preset = get_preset(name, root)
+    model = build_model("resnet18", preset.num_classes)
+    weights_file = str(tmp_path / "model.pdparams")
+    checkpoint.save_arrays(weights_file, {k: v.numpy() for k, v in model.state_dict().items()})
+    metrics = eval_main(["--save_model", weights_file, "--data_folder", str(tmp_path), "--dataset", name,
+                         "--crop_size", "48", "--num_workers", "0", "--output_dir", str(tmp_path / "eval")])
+    assert list(metrics["per_class_iou"]) == list(preset.classes) and len(preset.classes) == preset.num_classes
+    with pytest.raises(UserError, match=f"predicts {preset.num_classes} classes but --dataset cityscapes has 19"):
+        eval_main(["--save_model", weights_file, "--data_folder", str(tmp_path), "--dataset", "cityscapes",
+                   "--output_dir", str(tmp_path / "eval2"), "--debug"])
