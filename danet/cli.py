@@ -45,7 +45,8 @@ def explicit_flags(parser, argv, extra=()):
     known = {a.dest for a in parser._actions}
     dests = [d for d in list(ARCH_KEYS) + list(training_flag_defaults()) + list(extra) if d in known]
     values = vars(parser.parse_known_args(argv)[0])
-    return {d: values[d] for d in options.given(parser, argv, dests)}
+    given = options.given(parser, argv, dests)
+    return {d: values[d] for d in dests if d in given}
 
 
 def warn_ignored(explicit):

@@ -22,7 +22,8 @@ def cross_entropy(logits, label, ignore_index=IGNORE_INDEX):
 
 
 def danet_loss(outputs, label, weights=(1.0, 1.0, 1.0), ignore_index=IGNORE_INDEX, names=OUTPUT_NAMES):
-    """Weighted sum of the cross-entropies of DANet's outputs (fused, position, channel, and aux if present).
+    """Weighted sum of the cross-entropies of a model's train-mode outputs (DANet's: fused, position, channel, and
+    aux if present; each model declares its ``output_names`` and ``loss_weights``).
 
     Returns ``(total, parts)`` where ``parts`` maps each output's name to its (unweighted) loss.
     """

@@ -16,6 +16,8 @@ SEED_CHECKPOINT = "checkpoint/DANet101_better_model_paddle1.6"
 
 def _model_flags(p):
     g = p.add_argument_group("model")
+    g.add_argument("--model", default="danet", choices=["danet", "dranet", "clusterdanet"],
+                   help="DANet (default), DRANet (compact attention, gating decoder) or ClusterDANet (experimental)")
     g.add_argument("--backbone", default="resnet101", choices=list(DEPTHS), help="ResNet depth (default: %(default)s)")
     g.add_argument("--num_classes", type=int, default=19, help="number of classes (default: %(default)s)")
     g.add_argument("--dilated", action="store_true", default=True,

@@ -316,7 +316,7 @@ def test_explicit_defaults_and_config_round_trip():
     assert implicit.config == dict(num_classes=19, backbone="resnet50", dilated=True, multi_grid=False,
                                    multi_dilation=[4, 8, 16], head_lr_mult=10.0, dropout=0.1, output_stride=8,
                                    stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
-                                   align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet")
+                                   align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet", model="danet")
 
 
 @pytest.mark.parametrize("case", VARIANTS, ids=IDS)

@@ -7,8 +7,8 @@ from danet.models.danet import VARIANT_DEFAULTS
 # The model settings that give weights their meaning: two checkpoints agree when these agree. Others
 # (--recompute, chunk sizes) change how the same model runs, not what its weights are. Checkpoints from
 # before a setting existed get its default, which is the model they were trained as.
-ARCH_DEFAULTS = dict(backbone="resnet101", num_classes=19, dilated=True, multi_grid=False, multi_dilation=[4, 8, 16],
-                     **VARIANT_DEFAULTS)
+ARCH_DEFAULTS = dict(model="danet", backbone="resnet101", num_classes=19, dilated=True, multi_grid=False,
+                     multi_dilation=[4, 8, 16], **VARIANT_DEFAULTS)
 ARCH_KEYS = tuple(ARCH_DEFAULTS)
 
 
@@ -30,9 +30,9 @@ def model_config(args):
     return config
 
 
-def loss_weights(config, args):
-    """The loss weight of each training output: fused, position and channel 1, the auxiliary head --aux_weight."""
-    return (1.0, 1.0, 1.0) + ((float(args.aux_weight),) if config.get("aux_head") else ())
+def model_loss(model, args):
+    """(output names, loss weights) the model declares for its train-mode outputs (``--aux_weight`` for an aux head)."""
+    return model.output_names, model.loss_weights(getattr(args, "aux_weight", 0.4))
 
 
 def build_scheduler(args, steps_per_epoch):

@@ -7,7 +7,7 @@ import paddle
 
 from danet import build_model, weights
 from danet.checkpoint import save_arrays
-from danet.engine.common import build_optimizer, build_scheduler, loss_weights, model_config
+from danet.engine.common import build_optimizer, build_scheduler, model_config, model_loss
 from danet.engine.static import checked_optimizer_state
 from danet.engine.step import StepResult
 from danet.inference import dygraph_predict_fn
@@ -26,7 +26,7 @@ class DygraphStep:
         self.args = args
         self.config = model_config(args)
         self.model = build_model(**self.config, **(model_kwargs or {}))
-        self.loss_weights = loss_weights(self.config, args)
+        self.output_names, self.loss_weights = model_loss(self.model, args)
         self.scheduler = build_scheduler(args, steps_per_epoch)
         self.parallel = paddle.distributed.get_world_size() > 1 and args.use_data_parallel
         if self.parallel:
@@ -45,7 +45,7 @@ class DygraphStep:
         images, labels = (t if isinstance(t, paddle.Tensor) else paddle.to_tensor(t) for t in (images, labels))
         with paddle.amp.auto_cast(enable=self.scaler is not None, level="O1"):
             outputs = self.net(images)
-        loss, parts = danet_loss(outputs, labels, self.loss_weights)
+        loss, parts = danet_loss(outputs, labels, self.loss_weights, names=self.output_names)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

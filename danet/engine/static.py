@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 
 from danet import build_model, weights
-from danet.engine.common import arch, build_optimizer, build_scheduler, loss_weights, model_config
+from danet.engine.common import arch, build_optimizer, build_scheduler, model_config, model_loss
 from danet.engine.step import StepResult
 from danet.errors import UserError
 from danet.losses import danet_loss
@@ -91,7 +91,8 @@ class StaticStep:
             label = paddle.static.data("label", [None, None, None], "int64")
             model = build_model(**kwargs)
             model.train()
-            loss, parts = danet_loss(model(image), label, loss_weights(self.config, args))
+            names, weights_ = model_loss(model, args)
+            loss, parts = danet_loss(model(image), label, weights_, names=names)
             self.scheduler = build_scheduler(args, steps_per_epoch)
             self._optimizer(args).minimize(loss)
             self.names = {k: v.name for k, v in model.state_dict().items()}

@@ -98,7 +98,16 @@ class DANet(nn.Layer):
                            output_stride=stride, stem=stem, avg_down=bool(avg_down),
                            halve_first_dilation=bool(halve_first_dilation), align_corners=self.align_corners,
                            align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels),
-                           input_norm=input_norm)
+                           input_norm=input_norm, model="danet")
+
+    @property
+    def output_names(self):
+        """The names of the train-mode outputs, in order (the loss and the logs use them)."""
+        return ("fused", "position", "channel") + (("aux",) if self.aux_head is not None else ())
+
+    def loss_weights(self, aux_weight=0.4):
+        """The loss weight of each train-mode output: the paper's 1:1:1, and ``aux_weight`` for the aux head."""
+        return (1.0, 1.0, 1.0) + ((float(aux_weight),) if self.aux_head is not None else ())
 
     def forward(self, x):
         size = paddle.shape(x)[2:] if not paddle.in_dynamic_mode() else x.shape[2:]
@@ -121,9 +130,12 @@ def _check_upsampling(align_corners, align_mode):
                         "drop align_mode or set align_corners=False")
 
 
+MODELS = ("danet", "dranet", "clusterdanet")
+
+
 def build_model(backbone="resnet101", num_classes=19, dilated=None, multi_grid=False, multi_dilation=(4, 8, 16), *,
                 output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
-                align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet", **kwargs):
+                align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet", model="danet", **kwargs):
     """Build DANet; e.g. ``build_model("resnet101", 19, multi_grid=True, multi_dilation=(4, 8, 16))``.
 
     The defaults are the DANet paper's model. Architecture options, each matching a released model of
@@ -152,10 +164,22 @@ def build_model(backbone="resnet101", num_classes=19, dilated=None, multi_grid=F
     - ``input_norm`` ("imagenet"): how the model's input is normalised from RGB/255, ImageNet mean/std or
       "half" (mean = std = 0.5, PaddleSeg's). Not a layer: the data pipeline, predict and export read it here.
 
+    ``model`` picks the family member: "danet" (default), "dranet" (compact position and channel attention
+    and a cross-level gating decoder, Fu et al., TNNLS 2020) or "clusterdanet" (DANet with a soft k-means
+    clustering layer before each attention module; experimental, no published weights). Each declares its
+    train-mode outputs (``output_names``) and their loss weights (``loss_weights``).
+
     Other keyword arguments: ``head_lr_mult``, ``dropout`` (head and auxiliary head), ``chunk_size``,
     ``recompute`` (memory only, no change of the numbers).
     """
-    return DANet(num_classes, backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
+    if model not in MODELS:
+        raise UserError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+    cls = DANet
+    if model == "dranet":
+        from danet.models.dranet import DRANet as cls
+    elif model == "clusterdanet":
+        from danet.models.cluster import ClusterDANet as cls
+    return cls(num_classes, backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
                  avg_down=avg_down, halve_first_dilation=halve_first_dilation, align_corners=align_corners,
                  align_mode=align_mode, aux_head=aux_head, aux_channels=aux_channels, input_norm=input_norm, **kwargs)
 

@@ -29,6 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def build_parser():
     p = argparse.ArgumentParser(prog="danet-benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="danet", choices=["danet", "dranet", "clusterdanet"],
+                   help="the family member to measure (default: %(default)s)")
     p.add_argument("--backbone", default="resnet50", help="ResNet depth (default: %(default)s)")
     p.add_argument("--num_classes", type=int, default=19, help="classes (default: %(default)s)")
     p.add_argument("--crop_size", type=int, default=256, help="training crop and sliding window (default: 256)")
@@ -68,9 +70,11 @@ def parse(argv=None):
         parser.error("--warmup and --threads must be >= 0")
     if args.eval_size is None:
         args.eval_size = [2 * args.crop_size, 2 * args.crop_size]
-    peer_shapes = args.backbone == "resnet50" and args.batch_size == 2 and args.eval_size == [2 * args.crop_size] * 2
+    peer_shapes = args.model == "danet" and args.backbone == "resnet50" and args.batch_size == 2 \
+        and args.eval_size == [2 * args.crop_size] * 2
     if args.peer and not peer_shapes:
-        parser.error("--peer compares with the PaddleSeg script's DANet-ResNet50 at its shapes: --backbone resnet50, "
+        parser.error("--peer compares with the PaddleSeg script's DANet-ResNet50 at its shapes: --model danet, "
+                     "--backbone resnet50, "
                      "--batch_size 2 and the default --eval_size (2 x --crop_size square)")
     return args
 
@@ -112,8 +116,9 @@ def _timed(fn, warmup, iters):
 def _train_args(args, entry):
     from danet.options import parse as parse_flags
 
-    flags = ["--backbone", args.backbone, "--num_classes", str(args.num_classes), "--crop_size", str(args.crop_size),
-             "--batch_size", str(args.batch_size), "--threads", str(args.threads), "--num_workers", "0"]
+    flags = ["--model", args.model, "--backbone", args.backbone, "--num_classes", str(args.num_classes),
+             "--crop_size", str(args.crop_size), "--batch_size", str(args.batch_size), "--threads", str(args.threads),
+             "--num_workers", "0"]
     flags += ["--recompute"] * args.recompute + ["--amp"] * args.amp + ["--cuda"] * args.cuda
     return parse_flags(entry, flags)
 
@@ -223,7 +228,8 @@ def run_worker(args):
 
 def _forwarded(args):
     """The flags that shape a measurement, for the worker's command line."""
-    argv = ["--backbone", args.backbone, "--num_classes", str(args.num_classes), "--crop_size", str(args.crop_size),
+    argv = ["--model", args.model, "--backbone", args.backbone, "--num_classes", str(args.num_classes),
+            "--crop_size", str(args.crop_size),
             "--batch_size", str(args.batch_size), "--eval_size", *map(str, args.eval_size),
             "--window_batch", str(args.window_batch), "--threads", str(args.threads), "--iters", str(args.iters),
             "--eval_iters", str(args.eval_iters), "--data_iters", str(args.data_iters), "--warmup", str(args.warmup)]
@@ -303,7 +309,7 @@ def run(args):
 def format_report(report):
     """The report as text tables: our measurements, then ours vs PaddleSeg per thread setting."""
     cfg, env = report["config"], report["environment"]
-    lines = [f"DANet-{cfg['backbone']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, eval "
+    lines = [f"{cfg.get('model', 'danet')}-{cfg['backbone']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, eval "
              f"{cfg['eval_size'][0]}x{cfg['eval_size'][1]}, threads {cfg['threads'] or 'all'} | Paddle "
              f"{env['paddle']}, {env['cores']} cores, load {env['load_1min_at_start']:.1f}",
              f"{'measurement':<16}{'rate':>12}  {'unit':<18}{'s/iter':>9}{'peak RSS MiB':>14}{'GPU MiB':>9}"]

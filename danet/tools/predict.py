@@ -45,7 +45,7 @@ def run(args):
 
 
 def checkpoint_palette(source, num_classes):
-    """The colours of the checkpoint's data set (saved with it), else Cityscapes' for 19 classes, else fixed ones."""
+    """The colours of the checkpoint's data set (saved with it), else Cityscapes' (up to 19 classes), else fixed ones."""
     from danet.data.presets import CITYSCAPES_PALETTE, palette_for
 
     saved = ((source.state or {}).get("dataset") or {}).get("palette")
@@ -53,7 +53,7 @@ def checkpoint_palette(source, num_classes):
         saved = source.imported.meta.get("palette")
     if saved and len(saved) == num_classes:
         return saved
-    return CITYSCAPES_PALETTE if num_classes == len(CITYSCAPES_PALETTE) else palette_for(num_classes)
+    return CITYSCAPES_PALETTE if num_classes <= len(CITYSCAPES_PALETTE) else palette_for(num_classes)
 
 
 def _check(parser, args):

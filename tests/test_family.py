@@ -1,0 +1,71 @@
+"""The DANet family in the shared machinery: every model trains the same in both graph modes, and trains, resumes,
+converts and evaluates through the real entry points, with no special case in the loop."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+from test_parity import _batches, static_mode
+
+from danet import convert
+from danet.checkpoint import save_arrays
+from danet.engine.dygraph import DygraphStep
+from danet.engine.static import StaticStep
+from danet.options import parse
+
+FAMILY = ["dranet", "clusterdanet"]
+
+
+@pytest.mark.parametrize("model", FAMILY)
+def test_the_first_steps_agree_between_the_graph_modes(model, tmp_path):
+    """Same weights, same batches, dropout off: the same losses (ClusterDANet: and the same centroids after)."""
+    args = parse("train_dygraph", ["--model", model, "--backbone", "resnet18", "--lr", "0.01", "--aux_head"])
+    init = str(tmp_path / "init.pdparams")
+    paddle.seed(0)
+    dygraph = DygraphStep(args, 4, model_kwargs={"dropout": 0.0})
+    save_arrays(init, {k: v.numpy() for k, v in dygraph.model.state_dict().items()})
+    dy = [dygraph.run(images, labels) for images, labels in _batches()]
+    dy_state = {k: v.numpy() for k, v in dygraph.model.state_dict().items()}
+    assert list(dy[0].parts) == list(dygraph.model.output_names) and "aux" in dy[0].parts
+    with static_mode():
+        static = StaticStep(args, 4, model_kwargs={"dropout": 0.0})
+        static.load_initial(init)
+        st = [static.run(images, labels) for images, labels in _batches()]
+        scope = paddle.static.global_scope()
+        st_state = {k: np.array(scope.find_var(p).get_tensor()) for k, p in static.names.items()}
+    np.testing.assert_allclose([s.loss for s in st], [d.loss for d in dy], rtol=2e-4)
+    buffers = [k for k in dy_state if "cluster" in k]
+    assert bool(buffers) == (model == "clusterdanet")
+    for name in buffers:  # updated in training, by the same rule in both modes
+        np.testing.assert_allclose(st_state[name], dy_state[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _train_here(entry, argv):
+    from danet.train import main
+
+    try:
+        return main(entry, argv)
+    finally:
+        if not paddle.in_dynamic_mode():
+            paddle.disable_static()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", FAMILY)
+def test_a_family_model_trains_resumes_converts_and_evaluates(model, data, tmp_path):
+    from danet.eval import main as eval_main
+
+    flags = ["--model", model, "--backbone", "resnet18", "--data_folder", data, "--base_size", "64", "--crop_size",
+             "48", "--batch_size", "2", "--num_workers", "0", "--eval_interval", "0", "--threads", "1"]
+    for mode in ("executor", "dygraph"):
+        save_dir = tmp_path / mode
+        _train_here(f"train_{mode}", flags + ["--epoch_num", "1", "--save_dir", str(save_dir)])
+        trainer = _train_here(f"train_{mode}", flags + ["--epoch_num", "2", "--save_dir", str(save_dir), "--resume"])
+        assert trainer.epoch == 2 and trainer.iteration == 6
+        state = json.loads((save_dir / "epoch_0002" / "state.json").read_text())
+        assert state["config"]["model"] == model
+    report = convert.convert(str(tmp_path / "executor" / "epoch_0002"), str(tmp_path / "to_dygraph"))
+    assert report["format"] == "dygraph" and report["max_abs_diff"] <= convert.TOLERANCE
+    metrics = eval_main(["--save_model", str(tmp_path / "to_dygraph"), "--data_folder", data, "--base_size", "64",
+                         "--crop_size", "48", "--num_workers", "0", "--output_dir", str(tmp_path / "eval")])
+    assert metrics["settings"]["model"]["model"] == model and 0 <= metrics["miou"] <= 1
