@@ -45,7 +45,7 @@ def run(args):
 
 
 def checkpoint_palette(source, num_classes):
-    """The colours of the checkpoint's data set (saved with it), else Cityscapes' (up to 19 classes), else fixed ones."""
+    """The colours of the checkpoint's data set (saved with it), else Cityscapes' (up to 19 classes), else fixed."""
     from danet.data.presets import CITYSCAPES_PALETTE, palette_for
 
     saved = ((source.state or {}).get("dataset") or {}).get("palette")
