@@ -444,3 +444,10 @@ def test_detection_is_unambiguous(official_case):
     assert dran.detect(keys) and dran.detect(["module." + k for k in keys])
     assert not dran.detect(DANET_OFFICIAL_KEYS)
     assert not [name for name in SOURCES if name != "dran" and source_module(name).detect(keys)]
+
+
+def test_the_registry_finds_dran_files_by_their_keys():
+    from danet.weights.sources import detect_source
+
+    keys = {"head.cpam_dec.conv_query.weight": 0, "cls_seg.1.weight": 0, "pretrained.conv1.0.weight": 0}
+    assert detect_source(keys) == "dran"

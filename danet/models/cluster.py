@@ -62,18 +62,25 @@ class ClusteringLayer(nn.Layer):
         (x,) = _fp32(x)
         with _fp32_matmul():
             u = F.normalize(x, axis=1).transpose([0, 2, 3, 1])    # [B, H, W, C] unit pixel features
-            v = F.normalize(self.centroids.detach(), axis=1)      # [K, C] unit centroids
+            # No .detach() (the centroids stop gradients anyway): traced under PIR it shares the memory, and the
+            # Executor's in-place pass then lets the next op write into the centroids (or the output).
+            v = F.normalize(self.centroids, axis=1)               # [K, C] unit centroids
             sim = paddle.matmul(u, v, transpose_y=True)            # [B, H, W, K] cosine similarities
             if self.training:
                 # Flattened with one -1: in a Program B, H and W are unknown when it is traced.
-                self._update(u.detach().reshape([-1, v.shape[1]]), sim.detach().reshape([-1, v.shape[0]]))
+                self._update(u.reshape([-1, v.shape[1]]), sim.reshape([-1, v.shape[0]]))
         return sim.transpose([0, 3, 1, 2])                         # [B, K, H, W]
 
     def _update(self, u, sim):
         """One soft k-means step from u [N, C] (unit pixel features) and sim [N, K] (their similarities).
 
-        Both are detached and the states stop gradients, so nothing here is recorded for backward.
+        Nothing here is recorded for backward: no_grad in dygraph; in a Program these ops do not lead to the
+        loss, so the backward pass never visits them.
         """
+        with paddle.no_grad():
+            self._step(u, sim)
+
+    def _step(self, u, sim):
         assign = F.softmax(self.temperature * sim, axis=1)               # [N, K] soft memberships m_ik
         mass = assign.sum(axis=0)                                          # [K] this batch's soft count
         # Batch means v'_k = sum_i m_ik u_i / sum_i m_ik. At temperature 100 a cluster far from every pixel gets

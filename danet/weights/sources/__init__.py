@@ -12,7 +12,7 @@ import os
 from danet.errors import UserError
 
 # Detection order: the first source whose detect() accepts the keys. Sources have disjoint key patterns.
-SOURCES = ("official", "mmseg", "ssseg", "paddleseg", "seed")
+SOURCES = ("official", "dran", "mmseg", "ssseg", "paddleseg", "seed")
 
 
 def source_module(name):
