@@ -84,9 +84,18 @@ def test_both_layers_start_from_the_same_unit_centroids():
     assert (pam.counts.numpy() == 1).all()
 
 
-def test_peaked_features_empty_clusters_without_nan():
-    """Every pixel on centroid 0's direction: at temperature 100 the clusters facing away get mass 0 in float32.
-    The original rule gives them NaN centroids (0 / 0); this one leaves them exactly where they were."""
+def _unclipped_softmax(x, axis=-1):
+    """Softmax as Paddle's GPU kernel computes it, with IEEE float32 exp: exp(x - max) is exactly 0 below -104.
+    (Paddle's CPU kernels never give 0: the softmax clips x - max at -64, the exp its input at about -88.)"""
+    shifted = x - x.max(axis=axis, keepdim=True)
+    e = paddle.where(shifted < -104.0, paddle.zeros_like(shifted), paddle.exp(shifted))
+    return e / e.sum(axis=axis, keepdim=True)
+
+
+def test_peaked_features_empty_clusters_without_nan(monkeypatch):
+    """Every pixel on centroid 0's direction: at temperature 100 the clusters facing away get mass exactly 0 in
+    float32. The original rule gives them NaN centroids (0 / 0); this one leaves them exactly where they were."""
+    monkeypatch.setattr(F, "softmax", _unclipped_softmax)
     layer = ClusteringLayer(channels=16, num_clusters=32)
     layer.train()
     before = layer.centroids.numpy()

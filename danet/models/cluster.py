@@ -67,25 +67,20 @@ class ClusteringLayer(nn.Layer):
             v = F.normalize(self.centroids, axis=1)               # [K, C] unit centroids
             sim = paddle.matmul(u, v, transpose_y=True)            # [B, H, W, K] cosine similarities
             if self.training:
-                # Flattened with one -1: in a Program B, H and W are unknown when it is traced.
-                self._update(u.reshape([-1, v.shape[1]]), sim.reshape([-1, v.shape[0]]))
+                # no_grad: dygraph records nothing; in a Program the update does not lead to the loss, so the
+                # backward pass never visits it. Flattened with one -1: B, H, W are unknown when a Program is traced.
+                with paddle.no_grad():
+                    self._update(u.reshape([-1, v.shape[1]]), sim.reshape([-1, v.shape[0]]))
         return sim.transpose([0, 3, 1, 2])                         # [B, K, H, W]
 
     def _update(self, u, sim):
-        """One soft k-means step from u [N, C] (unit pixel features) and sim [N, K] (their similarities).
-
-        Nothing here is recorded for backward: no_grad in dygraph; in a Program these ops do not lead to the
-        loss, so the backward pass never visits them.
-        """
-        with paddle.no_grad():
-            self._step(u, sim)
-
-    def _step(self, u, sim):
+        """One soft k-means step from u [N, C] (unit pixel features) and sim [N, K] (their similarities)."""
         assign = F.softmax(self.temperature * sim, axis=1)               # [N, K] soft memberships m_ik
         mass = assign.sum(axis=0)                                          # [K] this batch's soft count
         # Batch means v'_k = sum_i m_ik u_i / sum_i m_ik. At temperature 100 a cluster far from every pixel gets
-        # mass exactly 0 in float32: the original's 0 / 0 was NaN, and NaN reached every output after one
-        # step. With EPS its mean is 0 and its step (below) is 0: it stays where it is.
+        # mass exactly 0 in float32 (on a GPU: Paddle's CPU softmax clips its logits at max - 64): the original's
+        # 0 / 0 was NaN, and NaN reached every output after one step. With EPS its mean is 0 and its step
+        # (below) is 0: it stays where it is.
         means = paddle.matmul(assign, u, transpose_x=True) / (mass.unsqueeze(1) + EPS)  # [K, C]
         counts = self.counts + mass                                        # [K] Sculley's per-centre counts
         alpha = (mass / counts).unsqueeze(1)                               # [K, 1] step size
@@ -137,10 +132,12 @@ class ClusterDANet(DANet):
     """
 
     def __init__(self, *args, num_clusters=None, temperature=100.0, **kwargs):
+        self._clusters = (num_clusters, temperature)  # read by _build_head, which DANet.__init__ calls
         super().__init__(*args, **kwargs)
-        # DANet builds a DAHead; replaced here by the same head with the clustering layers.
-        config, pam = self.config, self.head.pam
-        self.head = ClusterDAHead(self.backbone.out_channels, config["num_classes"], config["head_lr_mult"],
-                                  config["dropout"], pam.chunk_size, pam.recompute, num_clusters, temperature)
-        config.update(model="clusterdanet", num_clusters=self.head.pam_cluster.num_clusters,
-                      temperature=float(temperature))
+        self.config.update(model="clusterdanet", num_clusters=self.head.pam_cluster.num_clusters,
+                           temperature=float(temperature))
+
+    def _build_head(self, in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute):
+        num_clusters, temperature = self._clusters
+        return ClusterDAHead(in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute, num_clusters,
+                             temperature)

@@ -87,7 +87,8 @@ class DANet(nn.Layer):
             raise UserError(f"unknown input_norm {input_norm!r}: choose {' or '.join(INPUT_NORMS)}")
         self.backbone = ResNet(backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
                                avg_down=avg_down, halve_first_dilation=halve_first_dilation)
-        self.head = DAHead(self.backbone.out_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute)
+        self.head = self._build_head(self.backbone.out_channels, num_classes, head_lr_mult, dropout, chunk_size,
+                                     recompute)
         self.aux_head = None
         if aux_head:
             self.aux_head = AuxHead(self.backbone.c3_channels, num_classes, aux_channels, head_lr_mult, dropout)
@@ -99,6 +100,10 @@ class DANet(nn.Layer):
                            halve_first_dilation=bool(halve_first_dilation), align_corners=self.align_corners,
                            align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels),
                            input_norm=input_norm, model="danet")
+
+    def _build_head(self, in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute):
+        """The attention head; a family member that changes only the head overrides this (see ClusterDANet)."""
+        return DAHead(in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute)
 
     @property
     def output_names(self):
