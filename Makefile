@@ -82,7 +82,7 @@ test: lint $(VENV)/.installed test-paddle26 partners
 
 # Under a minute and no process started: the tests on tiny tensors and in-process runs.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not process and not slow and not partners" tests
+	$(PY) -m pytest -q -m "not process and not slow and not heavy and not partners" tests
 
 # Users on AI Studio still run Paddle 2.6: the fast tests run there too.
 test-paddle26: $(VENV26)/.installed

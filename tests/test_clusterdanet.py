@@ -154,6 +154,7 @@ def test_centroids_move_in_training_only_and_never_get_a_gradient():
     assert not dead, f"no gradient for {dead}"
 
 
+@pytest.mark.heavy
 def test_state_dict_round_trip_keeps_the_buffers(tmp_path):
     model = _model()
     model.train()

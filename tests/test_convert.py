@@ -57,6 +57,7 @@ def test_executor_dygraph_executor_round_trip_is_bit_exact(tmp_path, executor_ck
     assert checkpoint.read_state(str(tmp_path / "dygraph"))["conversion_max_abs_diff"] == to_dygraph["max_abs_diff"]
 
 
+@pytest.mark.heavy
 def test_dygraph_executor_dygraph_round_trip_is_bit_exact(tmp_path, dygraph_ckpt, capsys):
     main = load_tool("convert").main
     report = main([dygraph_ckpt, str(tmp_path / "executor")])
@@ -146,6 +147,7 @@ def _checkpoint_with_momentum(folder):
     return path, velocities
 
 
+@pytest.mark.heavy
 def test_momentum_goes_along_both_ways_under_the_names_each_mode_uses(tmp_path):
     source, velocities = _checkpoint_with_momentum(tmp_path / "run")
     assert len(velocities) == 86
@@ -160,6 +162,7 @@ def test_momentum_goes_along_both_ways_under_the_names_each_mode_uses(tmp_path):
     _assert_same(back, velocities)
 
 
+@pytest.mark.heavy
 def test_an_optimizer_state_of_another_model_is_refused_and_nothing_is_written(tmp_path):
     source, velocities = _checkpoint_with_momentum(tmp_path / "run")
     stray = dict(velocities, **{"head.extra.weight" + weights.VELOCITY: np.zeros(3, np.float32)})
@@ -173,6 +176,7 @@ def test_an_optimizer_state_of_another_model_is_refused_and_nothing_is_written(t
     assert not os.path.exists(tmp_path / "executor")
 
 
+@pytest.mark.heavy
 def test_load_model_gives_the_same_eval_model_from_either_format(tmp_path, dygraph_ckpt):
     import danet
 

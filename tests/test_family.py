@@ -16,6 +16,7 @@ from danet.options import parse
 FAMILY = ["dranet", "clusterdanet"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("model", FAMILY)
 def test_the_first_steps_agree_between_the_graph_modes(model, tmp_path):
     """Same weights, same batches, dropout off: the same losses (ClusterDANet: and the same centroids after)."""

@@ -122,6 +122,7 @@ def test_our_own_checkpoint_is_not_imported(tmp_path):
     assert weights.read_weights(path).format == "dygraph"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("layout", ["tnum", "folder"])
 def test_the_seeds_eval_command_line_reads_its_own_paddle1_files(layout, tmp_path, data):
     """The seed's README evaluation line, scaled down (ResNet-50, tiny images), on its 1.6 file and 1.5.2 folder."""

@@ -171,6 +171,7 @@ def paddleseg_file(state, rng, num_classes):
     return raw
 
 
+@pytest.mark.heavy
 def test_paddleseg_names_convert_and_load_bit_exactly():
     rng = np.random.default_rng(0)
     model = danet.build_model("resnet50", num_classes=7, **PADDLESEG_MODEL)

@@ -129,6 +129,7 @@ def test_aux_head_parameters():
     assert len(trainable) == 5 and {p.optimize_attr["learning_rate"] for p in trainable} == {10.0}  # the head's
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", VARIANTS, ids=IDS)
 def test_static_program_gives_the_dygraph_outputs(case):
     """Eval logits, and with an auxiliary head also the four train-mode outputs (dropout off, batch statistics)."""

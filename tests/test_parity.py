@@ -87,6 +87,7 @@ def test_weights_after_the_steps_agree(runs):
         np.testing.assert_allclose(st[name], dy[name], rtol=1e-3, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.heavy
 def test_the_auxiliary_head_trains_in_both_modes_with_its_loss_weight(tmp_path):
     """--aux_head adds a fourth output, named 'aux' and weighted by --aux_weight, the same in both graph modes."""
     args = parse("train_dygraph", ["--backbone", "resnet18", "--aux_head", "--aux_weight", "0.25"])

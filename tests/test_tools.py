@@ -24,6 +24,7 @@ def _model(ckpt):
     return model
 
 
+@pytest.mark.heavy
 def test_export_round_trip(tmp_path, ckpt):
     prefix = str(tmp_path / "export" / "danet")
     report = load_tool("export").main(["--save_model", ckpt, "--output", prefix, "--check_size", "40", "56"])
