@@ -19,14 +19,14 @@ PIP_FLAGS := --disable-pip-version-check -q
 # uv (from PyPI) installs the same packages in about 35 s where pip takes about 110 s on a 2-core machine;
 # INSTALLER=pip uses pip alone, with its own configuration (an index mirror, say). If uv fails, pip is tried.
 INSTALLER ?= uv
-MAIN_EXTRAS := .[vdl,test]
-TEST_EXTRAS := .[test]
+MAIN_EXTRAS := .[vdl,test,onnx]
+TEST_EXTRAS := .[test,onnx-paddle26]
 # $(call install,VENV_PYTHON,REQUIREMENTS)
 install = if [ "$(INSTALLER)" = uv ] && $(1) -m pip install $(PIP_FLAGS) uv; then \
 	  $(dir $(1))uv pip install -q --compile-bytecode --python $(1) $(2) || $(1) -m pip install $(PIP_FLAGS) $(2); \
 	else $(1) -m pip install $(PIP_FLAGS) $(2); fi
 
-.PHONY: demo demo-dygraph test test-fast test-paddle26 lint bench clean-demo partners peer-venv
+.PHONY: demo demo-dygraph test test-fast test-paddle26 lint bench clean-demo partners peer-venv gpu-check
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,12 @@ test-fast: $(VENV)/.installed
 # Users on AI Studio still run Paddle 2.6: the fast tests run there too.
 test-paddle26: $(VENV26)/.installed
 	$(PY26) -m pytest -q -m "not slow and not paddle3 and not partners" tests
+
+# Every path this project cannot run without a GPU (AMP, SyncBatchNorm, fleet, the SDPA attention, Paddle
+# Inference on the GPU, peak GPU memory): run it where paddlepaddle-gpu is installed; exit 2 in one line without a GPU.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m danet.tools.gpu_check --json output/gpu_check.json
 
 bench: $(VENV)/.installed
 	$(PY) tools/benchmark.py

@@ -22,6 +22,10 @@ setup(
         "vdl": ["visualdl"],
         "test": ["pytest", "ruff", "scipy"],
         "sbd": ["scipy"],  # SBD (VOC aug), Pascal Context and COCO-Stuff 10k labels are .mat files
+        # danet-export --format onnx: paddle2onnx 2.x reads Paddle 3.x's PIR .json programs, 1.3.1 Paddle 2.6's
+        # .pdmodel (neither reads the other's); onnxruntime checks the file.
+        "onnx": ["paddle2onnx>=2.0.1,<2.2", "onnxruntime>=1.16"],
+        "onnx-paddle26": ["paddle2onnx==1.3.1", "onnxruntime>=1.16"],
     },
     entry_points={
         "console_scripts": [
@@ -36,6 +40,7 @@ setup(
             "danet-benchmark=danet.tools.benchmark:console",
             "danet-prepare-cityscapes=danet.tools.prepare_cityscapes:main",
             "danet-prepare-dataset=danet.tools.prepare_dataset:main",
+            "danet-gpu-check=danet.tools.gpu_check:console",
             "danet-make-synthetic=danet.tools.make_synthetic_dataset:main",
         ]
     },

@@ -86,8 +86,8 @@ def test_an_imported_checkpoint_evaluates_predicts_exports_converts_and_fine_tun
     assert any(p.endswith(".png") for p in written)
     report = export_main(["--save_model", out, "--output", str(tmp_path / "export" / "danet"), "--check_size", "40",
                           "56"])
-    preprocess = json.loads(open(str(tmp_path / "export" / "danet") + "_preprocess.json").read())
-    assert preprocess["mean"] == [127.5] * 3 and preprocess["input_norm"] == "half"
+    description = json.loads(open(str(tmp_path / "export" / "danet") + "_deploy.json").read())
+    assert description["input"]["mean"] == [127.5] * 3 and description["input"]["input_norm"] == "half"
     assert all(os.path.isfile(f) for f in report["files"])  # export_model refuses logits off by > 1e-5 relative
     converted = convert.convert(out, str(tmp_path / "executor"))
     assert converted["format"] == "executor" and converted["max_abs_diff"] <= convert.TOLERANCE

@@ -31,9 +31,10 @@ def test_export_round_trip(tmp_path, ckpt):
     program = prefix + (".json" if paddle.__version__.startswith("3") else ".pdmodel")
     assert program in report["files"] and prefix + ".pdiparams" in report["files"]
     assert report["jit_diff"] <= 1e-5 and report["inference_diff"] <= 1e-3  # logits of order 100 here
-    with open(prefix + "_preprocess.json") as f:  # how to feed it: the normalisation the weights were trained with
-        preprocess = json.load(f)
-    assert preprocess["mean"] == [123.675, 116.28, 103.53] and preprocess["num_classes"] == 5
+    assert prefix + "_deploy.json" in report["files"]
+    with open(prefix + "_deploy.json") as f:  # how to feed it: the normalisation the weights were trained with
+        description = json.load(f)
+    assert description["input"]["mean"] == [123.675, 116.28, 103.53] and description["num_classes"] == 5
     # Any batch and size: the InputSpec is [None, 3, None, None].
     loaded = paddle.jit.load(prefix)
     image = paddle.to_tensor(np.random.default_rng(1).standard_normal((2, 3, 33, 47)).astype(np.float32))

@@ -4,7 +4,9 @@ Every measurement runs in a fresh Python process, so its peak resident memory (t
 mark) is its own and no measurement warms up or fragments the next one. The training measurements time
 the real training step of each graph mode (``DygraphStep`` / ``StaticStep`` built from the same flags as
 the trainers), the evaluation ones the real inference path (:func:`danet.inference.predict`), the data one
-``SegDataset`` with the training transform on a 1024x2048 image, pinned to one core.
+``SegDataset`` with the training transform on a 1024x2048 image, pinned to one core. ``eval_inference`` and
+``eval_inference_onednn`` run the same model, exported (``danet-export``'s code, in a process of its own
+first), through Paddle Inference with oneDNN off and on, on eval_whole's image and threads.
 
 ``danet-benchmark`` (``tools/benchmark.py``) is the command line; :func:`run` returns the report (a dict,
 also written as JSON).
@@ -23,7 +25,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "data")
+MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "eval_inference", "eval_inference_onednn",
+                "data")
+EXPORT = "export"  # the worker that exports the model for the eval_inference measurements
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -55,8 +59,9 @@ def build_parser():
                    help="the peer timing script (default: $DANET_PEER_SCRIPT or danet/tools/peer_paddleseg.py)")
     p.add_argument("--peer_steps", type=int, default=5, help="timed peer training steps (default: %(default)s)")
     p.add_argument("--peer_rounds", type=int, default=1, help="ours/theirs alternations per setting (default: 1)")
-    p.add_argument("--worker", choices=MEASUREMENTS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=MEASUREMENTS + (EXPORT,), default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker_model", default=None, help=argparse.SUPPRESS)  # the export prefix of eval_inference*
     return p
 
 
@@ -158,16 +163,9 @@ def measure_train(args, mode):
 
 def measure_eval(args, slide):
     """Images/s of danet.inference.predict: the whole image in one pass, or crop_size windows (stride 2/3)."""
-    from danet import build_model
-    from danet.engine.common import model_config
     from danet.inference import dygraph_predict_fn, predict
-    from danet.runtime import seed_everything, setup_device
 
-    flags = _train_args(args, "train_dygraph")
-    device = setup_device(flags.cuda, flags.threads)
-    seed_everything(flags.seed)
-    model = build_model(**model_config(flags))
-    model.eval()
+    model, device = _model(args)
     height, width = args.eval_size
     image = np.random.default_rng(0).normal(size=(3, height, width)).astype(np.float32)
     crop = args.crop_size if slide else max(height, width)
@@ -179,6 +177,50 @@ def measure_eval(args, slide):
     median, times = _timed(one, min(args.warmup, 1), args.eval_iters)
     return {"images_per_s": 1 / median, "s_per_iter": median, "times": times, "device": device,
             "size": [height, width], "window": crop}
+
+
+def _model(args):
+    """The measured model (eval mode), the same weights in every worker; returns (model, device)."""
+    from danet import build_model
+    from danet.engine.common import model_config
+    from danet.runtime import seed_everything, setup_device
+
+    flags = _train_args(args, "train_dygraph")
+    device = setup_device(flags.cuda, flags.threads)
+    seed_everything(flags.seed)
+    model = build_model(**model_config(flags))
+    model.eval()
+    return model, device
+
+
+def export_for_inference(args):
+    """Export the measured model to ``--worker_model`` as danet-export does (checked against dygraph)."""
+    from danet.deploy import export_model
+    from danet.deploy.description import build_description
+
+    model, _ = _model(args)
+    start = time.perf_counter()
+    report = export_model(model, args.worker_model, description=build_description(model, crop_size=args.crop_size))
+    return {"export_s": time.perf_counter() - start, "inference_diff": report["inference_diff"]}
+
+
+def measure_inference(args, onednn):
+    """Images/s of danet.inference.predict on the whole image (as eval_whole) through Paddle Inference."""
+    from danet.deploy.inference import InferenceModel
+    from danet.inference import predict
+
+    model = InferenceModel(args.worker_model, device="gpu" if args.cuda else "cpu", onednn=onednn,
+                           threads=args.threads)
+    height, width = args.eval_size
+    image = np.random.default_rng(0).normal(size=(3, height, width)).astype(np.float32)  # eval_whole's image
+
+    def one():
+        predict(model.predict_fn, image, args.num_classes, base_size=None, crop_size=max(height, width),
+                window_batch=args.window_batch)
+
+    median, times = _timed(one, min(args.warmup, 1), args.eval_iters)
+    return {"images_per_s": 1 / median, "s_per_iter": median, "times": times, "device": model.device,
+            "onednn": model.onednn, "threads": model.threads, "size": [height, width]}
 
 
 def measure_data(args):
@@ -214,6 +256,10 @@ def run_worker(args):
     logging.getLogger("danet").setLevel(logging.WARNING)
     if args.worker.startswith("train_"):
         result = measure_train(args, args.worker[len("train_"):])
+    elif args.worker == EXPORT:
+        result = export_for_inference(args)
+    elif args.worker.startswith("eval_inference"):
+        result = measure_inference(args, onednn=args.worker == "eval_inference_onednn")
     elif args.worker.startswith("eval_"):
         result = measure_eval(args, slide=args.worker == "eval_slide")
     else:
@@ -248,11 +294,13 @@ def child_env(extra=None):
     return env
 
 
-def measure(name, args, env=None):
-    """Run one measurement in a fresh process; its result dict, or {'error': last lines of its output}."""
+def measure(name, args, env=None, extra=()):
+    """Run one measurement in a fresh process; its result dict, or {'error': last lines of its output}.
+    ``extra``: more worker flags (``--worker_model``)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         cmd = [sys.executable, "-m", "danet.tools.benchmark", "--worker", name, "--worker_out", out] + _forwarded(args)
+        cmd += list(extra)
         start = time.time()
         proc = subprocess.run(cmd, env=child_env(env), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
@@ -270,6 +318,8 @@ def measure(name, args, env=None):
 def _summary(name, r):
     if "error" in r:
         return "FAILED"
+    if name == EXPORT:
+        return f"exported in {r['export_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
     rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
     return f"{rate:.3f}/s, {r['s_per_iter']:.3f} s/iter, peak RSS {r['peak_rss_mib']:.0f} MiB"
 
@@ -295,9 +345,15 @@ def run(args):
         # Our side of the last "default threads" round is the measurement at our defaults: not run twice.
         last = report["peer"]["default threads"]["runs"]["ours"][-1]
         report["results"].update((name, last[name]) for name in compared if name in last)
-    for name in args.only:
-        if name not in compared:
-            report["results"][name] = measure(name, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = _export_if_needed(args, report, tmp)
+        for name in args.only:
+            if name in compared:
+                continue
+            if name.startswith("eval_inference") and "error" in report.get("export", {}):
+                report["results"][name] = {"error": "the export failed: " + report["export"]["error"]}
+                continue
+            report["results"][name] = measure(name, args, extra=extra if name.startswith("eval_inference") else ())
     report["environment"]["load_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -306,22 +362,36 @@ def run(args):
     return report
 
 
+def _export_if_needed(args, report, folder):
+    """Export the model once (its own process) when an eval_inference measurement is asked for; the worker flags
+    that point the measurements at it."""
+    if not any(name.startswith("eval_inference") for name in args.only):
+        return ()
+    extra = ["--worker_model", os.path.join(folder, "danet")]
+    report["export"] = measure(EXPORT, args, extra=extra)
+    return extra
+
+
 def format_report(report):
     """The report as text tables: our measurements, then ours vs PaddleSeg per thread setting."""
     cfg, env = report["config"], report["environment"]
     lines = [f"{cfg.get('model', 'danet')}-{cfg['backbone']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, eval "
              f"{cfg['eval_size'][0]}x{cfg['eval_size'][1]}, threads {cfg['threads'] or 'all'} | Paddle "
              f"{env['paddle']}, {env['cores']} cores, load {env['load_1min_at_start']:.1f}",
-             f"{'measurement':<16}{'rate':>12}  {'unit':<18}{'s/iter':>9}{'peak RSS MiB':>14}{'GPU MiB':>9}"]
+             f"{'measurement':<22}{'rate':>10}  {'unit':<16}{'s/iter':>9}{'peak RSS MiB':>14}{'GPU MiB':>9}"
+             f"{'x eval_whole':>14}"]
     units = {"data": "samples/s/core"}
+    whole = report["results"].get("eval_whole", {}).get("images_per_s")
     for name, r in report["results"].items():
         if "error" in r:
-            lines.append(f"{name:<16}{'FAILED':>12}  {r['error'][:80]}")
+            lines.append(f"{name:<22}{'FAILED':>10}  {r['error'][:80]}")
             continue
         rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
         gpu = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "-"
-        lines.append(f"{name:<16}{rate:>12.3f}  {units.get(name, 'images/s'):<18}{r['s_per_iter']:>9.3f}"
-                     f"{r['peak_rss_mib']:>14.0f}{gpu:>9}")
+        # The exported model's speed relative to the dygraph model's on the same image and threads.
+        ratio = f"{rate / whole:.2f}" if whole and name.startswith("eval_inference") else ""
+        lines.append(f"{name:<22}{rate:>10.3f}  {units.get(name, 'images/s'):<16}{r['s_per_iter']:>9.3f}"
+                     f"{r['peak_rss_mib']:>14.0f}{gpu:>9}{ratio:>14}")
     explain = {"default threads": "ours: all cores; PaddleSeg: Paddle's default of one math thread",
                "2 threads": "both: OMP_NUM_THREADS=2, ours also --threads 2"}
     for setting, block in report.get("peer", {}).items():
