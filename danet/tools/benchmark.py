@@ -6,7 +6,8 @@ the real training step of each graph mode (``DygraphStep`` / ``StaticStep`` buil
 the trainers), the evaluation ones the real inference path (:func:`danet.inference.predict`), the data one
 ``SegDataset`` with the training transform on a 1024x2048 image, pinned to one core. ``eval_inference`` and
 ``eval_inference_onednn`` run the same model, exported (``danet-export``'s code, in a process of its own
-first), through Paddle Inference with oneDNN off and on, on eval_whole's image and threads.
+first), through Paddle Inference with oneDNN off and on, and ``eval_onnx`` exported to ONNX and run by
+onnxruntime, each on eval_whole's image and threads.
 
 ``danet-benchmark`` (``tools/benchmark.py``) is the command line; :func:`run` returns the report (a dict,
 also written as JSON).
@@ -26,7 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = ("train_dygraph", "train_static", "eval_whole", "eval_slide", "eval_inference", "eval_inference_onednn",
-                "data")
+                "eval_onnx", "data")
 EXPORT = "export"  # the worker that exports the model for the eval_inference measurements
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -223,6 +224,33 @@ def measure_inference(args, onednn):
             "onednn": model.onednn, "threads": model.threads, "size": [height, width]}
 
 
+def measure_onnx(args):
+    """Images/s of the model exported to ONNX (danet-export --format onnx) and run by onnxruntime on the CPU, on
+    eval_whole's image and threads; the export is checked against the model and not timed."""
+    from danet.deploy.onnx import export_onnx, require_onnx
+    from danet.inference import predict
+
+    model, _ = _model(args)
+    _, ort = require_onnx()
+    height, width = args.eval_size
+    image = np.random.default_rng(0).normal(size=(3, height, width)).astype(np.float32)  # eval_whole's image
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "danet.onnx")
+        export_onnx(model, path, dynamic_check=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads  # 0: onnxruntime uses every core, as our --threads 0
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def one():
+            predict(lambda batch: session.run(None, {name: np.ascontiguousarray(batch, np.float32)})[0], image,
+                    args.num_classes, base_size=None, crop_size=max(height, width), window_batch=args.window_batch)
+
+        median, times = _timed(one, min(args.warmup, 1), args.eval_iters)
+    return {"images_per_s": 1 / median, "s_per_iter": median, "times": times, "device": "cpu",
+            "onnxruntime": ort.__version__, "size": [height, width]}
+
+
 def measure_data(args):
     """Samples/s of SegDataset + the training transform (random scale, 768 crop) on a 1024x2048 image, one core."""
     import cv2
@@ -260,6 +288,8 @@ def run_worker(args):
         result = export_for_inference(args)
     elif args.worker.startswith("eval_inference"):
         result = measure_inference(args, onednn=args.worker == "eval_inference_onednn")
+    elif args.worker == "eval_onnx":
+        result = measure_onnx(args)
     elif args.worker.startswith("eval_"):
         result = measure_eval(args, slide=args.worker == "eval_slide")
     else:
@@ -389,7 +419,7 @@ def format_report(report):
         rate = r.get("images_per_s", r.get("samples_per_s_per_core"))
         gpu = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "-"
         # The exported model's speed relative to the dygraph model's on the same image and threads.
-        ratio = f"{rate / whole:.2f}" if whole and name.startswith("eval_inference") else ""
+        ratio = f"{rate / whole:.2f}" if whole and name.startswith(("eval_inference", "eval_onnx")) else ""
         lines.append(f"{name:<22}{rate:>10.3f}  {units.get(name, 'images/s'):<16}{r['s_per_iter']:>9.3f}"
                      f"{r['peak_rss_mib']:>14.0f}{gpu:>9}{ratio:>14}")
     explain = {"default threads": "ours: all cores; PaddleSeg: Paddle's default of one math thread",
