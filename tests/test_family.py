@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import pytest
 from test_parity import _batches, static_mode
+from test_presets import _train_here
 
 from danet import convert
 from danet.checkpoint import save_arrays
@@ -39,16 +40,6 @@ def test_the_first_steps_agree_between_the_graph_modes(model, tmp_path):
     assert bool(buffers) == (model == "clusterdanet")
     for name in buffers:  # updated in training, by the same rule in both modes
         np.testing.assert_allclose(st_state[name], dy_state[name], rtol=1e-4, atol=1e-5, err_msg=name)
-
-
-def _train_here(entry, argv):
-    from danet.train import main
-
-    try:
-        return main(entry, argv)
-    finally:
-        if not paddle.in_dynamic_mode():
-            paddle.disable_static()
 
 
 @pytest.mark.slow

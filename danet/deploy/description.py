@@ -14,6 +14,7 @@ import json
 import logging
 import os
 
+from danet.engine.loop import jsonable
 from danet.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def build_description(model, source=None, **inference):
                   "std": [round(s * 255, 4) for s in std], "formula": "(pixel - mean) / std, pixel in 0..255"},
         "output": "fused logits float32 [N, num_classes, H, W] at the input size; the class is the argmax over axis 1",
         "num_classes": num_classes, "classes": classes, "palette": palette,
-        "model": _jsonable(config),
+        "model": jsonable(config),
         "inference": dict(_inference_defaults(source), **inference),
         "source": {"path": source.path, "format": source.format} if source is not None else None,
     }
@@ -91,16 +92,6 @@ def _inference_defaults(source):
     if isinstance(crop, int) and crop > 0:
         settings["crop_size"] = crop
     return settings
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return float(value) if hasattr(value, "__float__") else str(value)
 
 
 def write_description(description, prefix):

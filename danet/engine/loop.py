@@ -152,7 +152,7 @@ class Trainer:
                      steps_per_epoch=self.steps_per_epoch, args=vars(args))
         pointers = ("latest", "best") if is_best else ("latest",)
         try:
-            path = checkpoint.save_checkpoint(args.save_dir, name, self.step.write_files, _jsonable(state), pointers)
+            path = checkpoint.save_checkpoint(args.save_dir, name, self.step.write_files, jsonable(state), pointers)
         except OSError as e:  # e.g. a full disk: the half-written folder goes, the previous checkpoints stay
             checkpoint.clean_partial(args.save_dir)
             raise UserError(f"cannot write checkpoint {name} in {args.save_dir} ({e.strerror or e}): free space or "
@@ -173,11 +173,11 @@ def class_names(num_classes, preset=None, saved=None):
     return [str(i) for i in range(num_classes)]
 
 
-def _jsonable(value):
+def jsonable(value):
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return float(value) if hasattr(value, "__float__") else str(value)

@@ -17,10 +17,10 @@ say which were assumed.
 """
 from danet.engine.common import arch
 from danet.weights.sources.common import Imported, Renamer, strip_prefix, torch_resnet, unwrap
+from danet.weights.sources.official import biased, released_settings
 
 NAME = "dran"
 DESCRIPTION = "the DRANet authors' PyTorch code (junfu1115/DANet, Dran), e.g. dran101.pth.tar"
-RELEASED_GRID = (4, 8, 16)
 # official conv-BN-ReLU (``.0`` conv, ``.1`` BN) -> our ConvBNReLU, under ``head.``
 _CONV_BN = (("conv_cpam_b", "cpam_in"), ("cpam_enc.conv1", "cpam.centers.0"), ("cpam_enc.conv2", "cpam.centers.1"),
             ("cpam_enc.conv3", "cpam.centers.2"), ("cpam_enc.conv4", "cpam.centers.3"), ("conv_cpam_e", "cpam_out"),
@@ -56,7 +56,7 @@ def convert(raw, meta, path="", multi_grid=None, multi_dilation=None, output_str
     tensors, dropped = r.finish()
     if "optimizer" in meta:
         dropped["optimizer"] = "optimizer state: for resuming the official training only"
-    settings, notes = _settings(multi_grid, multi_dilation, output_stride)
+    settings, notes = released_settings(multi_grid, multi_dilation, output_stride, release="dran101")
     num_classes = int(raw["cls_seg.1.weight"].shape[0])
     config = arch(dict(settings, backbone=backbone, stem=stem, num_classes=num_classes, halve_first_dilation=True,
                        align_corners=True, aux_head=aux_channels is not None, aux_channels=aux_channels or 256))
@@ -69,15 +69,15 @@ def convert(raw, meta, path="", multi_grid=None, multi_dilation=None, output_str
 def _head(r):
     for src, dst in _CONV_BN:
         r.conv_bn(f"head.{src}.0", f"head.{src}.1", f"head.{dst}")
-    _biased(r, "head.cpam_dec.conv_query", "head.cpam.query")
+    biased(r, "head.cpam_dec.conv_query", "head.cpam.query")
     for name in ("key", "value"):
         # torch Linear weights are [out, in], Paddle's [in, out]
         r.put(f"head.cpam.{name}.weight", r.get(f"head.cpam_dec.conv_{name}.weight").T)
         r.move(f"head.cpam_dec.conv_{name}.bias", f"head.cpam.{name}.bias")
-    _biased(r, "head.clgd.conv_att.0", "head.decoder.gate")
+    biased(r, "head.clgd.conv_att.0", "head.decoder.gate")
     for src, dst in _SCALARS:
         r.move(f"head.{src}", f"head.{dst}", shape=(1,))
-    _biased(r, "cls_seg.1", "head.cls")
+    biased(r, "cls_seg.1", "head.cls")
 
 
 def _aux(r):
@@ -85,29 +85,5 @@ def _aux(r):
     if not r.has("cls_aux.0.weight"):
         return None
     r.conv_bn("cls_aux.0", "cls_aux.1", "aux_head.conv")
-    _biased(r, "cls_aux.4", "aux_head.cls")
+    biased(r, "cls_aux.4", "aux_head.cls")
     return int(r.get("cls_aux.0.weight").shape[0])
-
-
-def _biased(r, src, dst):
-    """A layer that always has a bias here: a missing one is a truncated file, named by ``get``."""
-    for param in ("weight", "bias"):
-        r.move(f"{src}.{param}", f"{dst}.{param}")
-
-
-def _settings(multi_grid, multi_dilation, output_stride):
-    notes = []
-    if output_stride is None:
-        output_stride = 8
-        notes.append("output_stride=8: the released dran101's --os 8 (test.sh), not in the file")
-    if multi_grid is None:
-        multi_grid = output_stride == 8
-        notes.append(f"multi_grid={multi_grid}: the released dran101's --multi-grid at output stride 8, not in "
-                     "the file")
-    if multi_dilation is None:
-        multi_dilation = RELEASED_GRID
-        if multi_grid:
-            notes.append("multi_dilation=4 8 16: the released dran101's (test.sh), not in the file")
-    settings = dict(output_stride=int(output_stride), multi_grid=bool(multi_grid),
-                    multi_dilation=[int(d) for d in multi_dilation])
-    return settings, notes

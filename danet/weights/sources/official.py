@@ -49,7 +49,7 @@ def convert(raw, meta, path="", multi_grid=None, multi_dilation=None, output_str
     tensors, dropped = r.finish()
     if "optimizer" in meta:
         dropped["optimizer"] = "optimizer state: for resuming the official training only"
-    settings, notes = _settings(multi_grid, multi_dilation, output_stride)
+    settings, notes = released_settings(multi_grid, multi_dilation, output_stride)
     num_classes = int(raw["head.conv8.1.weight"].shape[0])
     config = arch(dict(settings, backbone=backbone, stem=stem, num_classes=num_classes, halve_first_dilation=True,
                        align_corners=True))
@@ -63,32 +63,34 @@ def _head(r):
     for src, dst in _CONV_BN:
         r.conv_bn(f"head.{src}.0", f"head.{src}.1", f"head.{dst}")
     for name in ("query", "key", "value"):
-        _biased(r, f"head.sa.{name}_conv", f"head.pam.{name}")
+        biased(r, f"head.sa.{name}_conv", f"head.pam.{name}")
     r.move("head.sa.gamma", "head.pam.gamma", shape=(1,))
     r.move("head.sc.gamma", "head.cam.gamma", shape=(1,))
     for src, dst in _CLASSIFIERS:
-        _biased(r, f"head.{src}.1", f"head.{dst}")
+        biased(r, f"head.{src}.1", f"head.{dst}")
 
 
-def _biased(r, src, dst):
-    """A conv that always has a bias here: a missing one is a truncated file, named by ``get``."""
+def biased(r, src, dst):
+    """A layer that always has a bias here: a missing one is a truncated file, named by ``get``."""
     for param in ("weight", "bias"):
         r.move(f"{src}.{param}", f"{dst}.{param}")
 
 
-def _settings(multi_grid, multi_dilation, output_stride):
+def released_settings(multi_grid, multi_dilation, output_stride, release="DANet101"):
+    """The dilations of the official repository's releases (--os 8 --multi-grid --multi-dilation 4 8 16, in its
+    test scripts) where the options do not say; each default is noted, since no tensor shows it."""
     notes = []
     if output_stride is None:
         output_stride = 8
-        notes.append("output_stride=8: the released DANet101's --os 8, not in the file")
+        notes.append(f"output_stride=8: the released {release}'s --os 8, not in the file")
     if multi_grid is None:
         multi_grid = output_stride == 8
-        notes.append(f"multi_grid={multi_grid}: the released DANet101's --multi-grid at output stride 8, not in "
+        notes.append(f"multi_grid={multi_grid}: the released {release}'s --multi-grid at output stride 8, not in "
                      "the file")
     if multi_dilation is None:
         multi_dilation = RELEASED_GRID
         if multi_grid:
-            notes.append("multi_dilation=4 8 16: the released DANet101's, not in the file")
+            notes.append(f"multi_dilation=4 8 16: the released {release}'s, not in the file")
     settings = dict(output_stride=int(output_stride), multi_grid=bool(multi_grid),
                     multi_dilation=[int(d) for d in multi_dilation])
     return settings, notes
