@@ -139,3 +139,26 @@ def test_weights_for_ade20k_and_voc_evaluate_with_their_class_names(name, module
     with pytest.raises(UserError, match=f"predicts {preset.num_classes} classes but --dataset cityscapes has 19"):
         eval_main(["--save_model", weights_file, "--data_folder", str(tmp_path), "--dataset", "cityscapes",
                    "--output_dir", str(tmp_path / "eval2"), "--debug"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dygraph", "executor"])
+def test_a_cityscapes_model_fine_tunes_on_a_data_set_of_other_classes(mode, tmp_path):
+    from test_eval import random_checkpoint
+
+    from danet.data.datasets import custom
+    from danet.tools.prepare_dataset import prepare
+
+    root = str(tmp_path / "mine")
+    custom.make_synthetic(root)
+    prepare("custom", root, workers=1, progress=False)
+    pretrained = random_checkpoint(tmp_path / "cityscapes")  # 19 classes, ResNet-18
+    save_dir = tmp_path / "tuned"
+    trainer = _train_here(f"train_{mode}", ["--data_folder", str(tmp_path), "--dataset", "mine", "--pretrained",
+                                            pretrained, "--base_size", "64", "--crop_size", "48", "--epoch_num", "1",
+                                            "--batch_size", "2", "--num_workers", "0", "--eval_interval", "1",
+                                            "--save_dir", str(save_dir)])
+    assert trainer.iteration == 2
+    log = (save_dir / "train.log").read_text()
+    assert "are for 19 classes, the model has 3: they start fresh" in log
+    assert json.loads((save_dir / "epoch_0001" / "state.json").read_text())["config"]["num_classes"] == 3

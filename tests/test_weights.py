@@ -55,3 +55,25 @@ def test_the_load_report_counts_what_was_loaded(caplog):
     assert (len(report.loaded), report.total, report.missing) == (3, 5, ["c", "d"])
     assert "loaded 3 of 5 tensors from w.pdparams (dygraph format)" in caplog.text
     assert "2 keep their initial values (e.g. c, d)" in caplog.text
+
+
+def test_initial_weights_of_another_class_count_train_with_fresh_classifiers(tmp_path, caplog):
+    """Fine-tuning a 19-class model on a 5-class data set: everything but the classifiers loads."""
+    paddle.seed(1)
+    trained = build_model("resnet18", num_classes=19)
+    path = str(tmp_path / "cityscapes.pdparams")
+    paddle.save(trained.state_dict(), path)
+    model = build_model("resnet18", num_classes=5)
+    before = model.state_dict()["head.cls_fused.weight"].numpy().copy()
+    logging.getLogger("danet").addHandler(caplog.handler)
+    try:
+        report = load_into(model, path, strict=False)
+    finally:
+        logging.getLogger("danet").removeHandler(caplog.handler)
+    assert sorted(report.missing) == sorted(k for k in model.state_dict() if ".cls_" in k)  # 3 classifiers x 2
+    np.testing.assert_array_equal(model.state_dict()["head.cls_fused.weight"].numpy(), before)
+    np.testing.assert_array_equal(model.state_dict()["head.pam_in.0.weight"].numpy(),
+                                  trained.state_dict()["head.pam_in.0.weight"].numpy())
+    assert "6 classifier tensors are for 19 classes, the model has 5: they start fresh" in caplog.text
+    with pytest.raises(UserError, match="with another shape"):  # strict (eval, resume): still a mismatch
+        load_into(build_model("resnet18", num_classes=5), path, strict=True)
