@@ -131,11 +131,12 @@ class ClusterDANet(DANet):
     ``head.{pam,cam}_cluster.{centroids,counts}``, which training moves (see :class:`ClusteringLayer`).
     """
 
+    model_name = "clusterdanet"
+
     def __init__(self, *args, num_clusters=None, temperature=100.0, **kwargs):
         self._clusters = (num_clusters, temperature)  # read by _build_head, which DANet.__init__ calls
         super().__init__(*args, **kwargs)
-        self.config.update(model="clusterdanet", num_clusters=self.head.pam_cluster.num_clusters,
-                           temperature=float(temperature))
+        self.config.update(num_clusters=self.head.pam_cluster.num_clusters, temperature=float(temperature))
 
     def _build_head(self, in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute):
         num_clusters, temperature = self._clusters

@@ -77,6 +77,8 @@ class DANet(nn.Layer):
     option, resolved (``build_model(**model.config)`` builds the same model).
     """
 
+    model_name = "danet"  # build_model(model=...) and the checkpoint config
+
     def __init__(self, num_classes=19, backbone="resnet101", dilated=None, multi_grid=False,
                  multi_dilation=(4, 8, 16), head_lr_mult=10.0, dropout=0.1, chunk_size=2048, recompute=False,
                  output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
@@ -87,22 +89,22 @@ class DANet(nn.Layer):
             raise UserError(f"unknown input_norm {input_norm!r}: choose {' or '.join(INPUT_NORMS)}")
         self.backbone = ResNet(backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
                                avg_down=avg_down, halve_first_dilation=halve_first_dilation)
+        self.align_corners, self.align_mode = bool(align_corners), int(align_mode)
         self.head = self._build_head(self.backbone.out_channels, num_classes, head_lr_mult, dropout, chunk_size,
                                      recompute)
         self.aux_head = None
         if aux_head:
             self.aux_head = AuxHead(self.backbone.c3_channels, num_classes, aux_channels, head_lr_mult, dropout)
-        self.align_corners, self.align_mode = bool(align_corners), int(align_mode)
         stride = self.backbone.output_stride
         self.config = dict(num_classes=num_classes, backbone=backbone, dilated=stride != 32, multi_grid=multi_grid,
                            multi_dilation=list(multi_dilation), head_lr_mult=head_lr_mult, dropout=dropout,
                            output_stride=stride, stem=stem, avg_down=bool(avg_down),
                            halve_first_dilation=bool(halve_first_dilation), align_corners=self.align_corners,
                            align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels),
-                           input_norm=input_norm, model="danet")
+                           input_norm=input_norm, model=self.model_name)
 
     def _build_head(self, in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute):
-        """The attention head; a family member that changes only the head overrides this (see ClusterDANet)."""
+        """The attention head; a family member with another head overrides this (ClusterDANet, DRANet)."""
         return DAHead(in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute)
 
     @property

@@ -11,12 +11,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from danet.data.transforms import INPUT_NORMS
-from danet.errors import UserError
-from danet.models.danet import AuxHead, _check_upsampling, _lr
+from danet.models.danet import DANet, _lr
 from danet.models.dran_attention import CompactChannelAttention, CompactPositionAttention, CrossLevelGatingDecoder
 from danet.models.layers import ConvBNReLU
-from danet.models.resnet import ResNet
 
 
 class DRAHead(nn.Layer):
@@ -54,8 +51,8 @@ class DRAHead(nn.Layer):
         return self.cls(self.dropout(self.decoder(c1, fused)))            # [B, classes, h1, w1]
 
 
-class DRANet(nn.Layer):
-    """DRANet for semantic segmentation, with the keyword arguments of :class:`danet.models.danet.DANet`.
+class DRANet(DANet):
+    """DRANet for semantic segmentation: DANet's backbone, auxiliary head, settings and config, another head.
 
     Input: normalised RGB [B, 3, H, W] of any size. Train mode returns ``(main,)`` or, with ``aux_head``,
     ``(main, aux)``, each [B, num_classes, H, W]; eval mode returns the main logits only (the auxiliary head
@@ -66,30 +63,12 @@ class DRANet(nn.Layer):
     through ``build_model``.
     """
 
-    def __init__(self, num_classes=19, backbone="resnet101", dilated=None, multi_grid=False,
-                 multi_dilation=(4, 8, 16), head_lr_mult=10.0, dropout=0.1, chunk_size=2048, recompute=False,
-                 output_stride=None, stem="7x7", avg_down=False, halve_first_dilation=True, align_corners=True,
-                 align_mode=0, aux_head=False, aux_channels=256, input_norm="imagenet"):
-        super().__init__()
-        _check_upsampling(align_corners, align_mode)
-        if input_norm not in INPUT_NORMS:
-            raise UserError(f"unknown input_norm {input_norm!r}: choose {' or '.join(INPUT_NORMS)}")
-        self.backbone = ResNet(backbone, dilated, multi_grid, multi_dilation, output_stride=output_stride, stem=stem,
-                               avg_down=avg_down, halve_first_dilation=halve_first_dilation)
-        self.align_corners, self.align_mode = bool(align_corners), int(align_mode)
-        c4 = self.backbone.out_channels
+    model_name = "dranet"
+
+    def _build_head(self, in_channels, num_classes, head_lr_mult, dropout, chunk_size, recompute):
         # c1 (layer1) has 64 x expansion channels, c4 (layer4) 512 x expansion: 256 for ResNet-50/101.
-        self.head = DRAHead(c4, c4 // 8, num_classes, head_lr_mult, dropout, self.align_corners, self.align_mode)
-        self.aux_head = None
-        if aux_head:
-            self.aux_head = AuxHead(self.backbone.c3_channels, num_classes, aux_channels, head_lr_mult, dropout)
-        stride = self.backbone.output_stride
-        self.config = dict(num_classes=num_classes, backbone=backbone, dilated=stride != 32, multi_grid=multi_grid,
-                           multi_dilation=list(multi_dilation), head_lr_mult=head_lr_mult, dropout=dropout,
-                           output_stride=stride, stem=stem, avg_down=bool(avg_down),
-                           halve_first_dilation=bool(halve_first_dilation), align_corners=self.align_corners,
-                           align_mode=self.align_mode, aux_head=bool(aux_head), aux_channels=int(aux_channels),
-                           input_norm=input_norm, model="dranet")
+        return DRAHead(in_channels, in_channels // 8, num_classes, head_lr_mult, dropout, self.align_corners,
+                       self.align_mode)
 
     @property
     def output_names(self):
