@@ -1,7 +1,6 @@
 """ClusterDANet and its clustering layer: the soft k-means update against a numpy reference, no NaN where the
 original had one, centroids that training moves and nothing else does, and the same numbers (buffers included)
 from a static Program run by an Executor as from dygraph."""
-import contextlib
 
 import numpy as np
 import paddle
@@ -10,20 +9,12 @@ import pytest
 from numpy.testing import assert_allclose
 
 from danet import build_model
+from danet.engine.static import static_mode  # dygraph again after the block
 from danet.models.cluster import EPS, ClusterDANet, ClusteringLayer
 
 C = 5  # classes
 H, W = 33, 45  # odd sizes: the head sees 5 x 6
 BUFFERS = [f"head.{b}_cluster.{s}" for b in ("pam", "cam") for s in ("centroids", "counts")]
-
-
-@contextlib.contextmanager
-def static_mode():
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        paddle.disable_static()
 
 
 def _image(b=2, h=H, w=W, seed=0):

@@ -6,7 +6,6 @@ from our model through the inverse of the name map) gives our logits bit for bit
 numpy forward of the official head (written from junfu1115/DANet ``dran.py`` / ``dran_att.py`` on those
 official tensors, Linear weights in PyTorch's [out, in] layout) gives the imported model's logits.
 """
-import contextlib
 import inspect
 import re
 
@@ -18,6 +17,7 @@ from numpy.testing import assert_allclose
 
 from danet import build_model
 from danet.engine.common import ARCH_KEYS
+from danet.engine.static import static_mode  # dygraph again after the block
 from danet.errors import UserError
 from danet.models.danet import DANet
 from danet.models.dranet import DRANet
@@ -26,15 +26,6 @@ from danet.weights.sources import SOURCES, dran, source_module
 C = 5  # classes of the small test models
 H, W = 65, 97  # odd: stride-8 features are 9x13, and no bin size (2, 3, 6) divides them
 SCALES = ("head.cpam.scale", "head.ccam.scale")
-
-
-@contextlib.contextmanager
-def static_mode():
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        paddle.disable_static()
 
 
 def _image(b=2, h=H, w=W, seed=0):

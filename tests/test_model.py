@@ -1,5 +1,4 @@
 """The DANet model: shapes at odd sizes, parameter counts, gradients, attention identities, static = dygraph."""
-import contextlib
 
 import numpy as np
 import paddle
@@ -7,20 +6,12 @@ import pytest
 
 import danet.models.attention as attention
 from danet import build_model
+from danet.engine.static import static_mode  # dygraph again after the block
 from danet.errors import UserError
 from danet.losses import danet_loss
 from danet.models.attention import ChannelAttention, PositionAttention
 
 C = 5  # classes of the small test models
-
-
-@contextlib.contextmanager
-def static_mode():
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        paddle.disable_static()
 
 
 def _image(b, h, w, seed=0):

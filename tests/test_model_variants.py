@@ -1,7 +1,6 @@
 """The architecture options of build_model (stems, ResNet-D shortcuts, output stride, dilation schedule,
 upsampling, auxiliary head): shapes, gradients, static = dygraph, the structure each option promises, and
 defaults that are still exactly the paper's model."""
-import contextlib
 import hashlib
 import inspect
 import json
@@ -15,6 +14,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from danet import build_model
+from danet.engine.static import static_mode  # dygraph again after the block
 from danet.errors import UserError
 from danet.models import danet as danet_module
 from danet.models.danet import VARIANT_DEFAULTS
@@ -43,15 +43,6 @@ VARIANTS = [
     ("official-deepstem", "resnet18", dict(stem="deep64", multi_grid=True, multi_dilation=(4, 8))),
 ]
 IDS = [v[0] for v in VARIANTS]
-
-
-@contextlib.contextmanager
-def static_mode():
-    paddle.enable_static()
-    try:
-        yield
-    finally:
-        paddle.disable_static()
 
 
 def _image(b=2, h=H, w=W, seed=0):
