@@ -98,23 +98,39 @@ def save_checkpoint(save_dir, name, write_files, state, pointers=("latest",)):
 
 
 def prune(save_dir, keep, prefix="epoch_"):
-    """Delete the oldest ``prefix*`` checkpoints beyond ``keep``, never one a pointer names."""
+    """Delete the oldest ``prefix*`` checkpoints beyond ``keep``, never one a pointer names.
+
+    A checkpoint is first renamed to ``.del-<name>`` (atomic), then deleted, so a crash while deleting
+    never leaves a half-deleted directory under a checkpoint's name.
+    """
     protected = {read_pointer(save_dir, p) for p in POINTERS}
     pattern = re.compile(re.escape(prefix) + r"\d+$")  # epoch_0005, not a converted epoch_0005-dygraph beside it
     names = sorted(n for n in os.listdir(save_dir) if pattern.match(n) and os.path.isdir(os.path.join(save_dir, n)))
     for name in names[:-keep] if keep > 0 else names:
         path = os.path.join(save_dir, name)
         if path not in protected:
-            shutil.rmtree(path, ignore_errors=True)
+            doomed = os.path.join(save_dir, f".del-{name}")
+            shutil.rmtree(doomed, ignore_errors=True)
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def clean_partial(save_dir):
-    """Remove what an interrupted save left behind (``.tmp-*``/``.old-*``)."""
-    if os.path.isdir(save_dir):
-        for name in os.listdir(save_dir):
-            if name.startswith((".tmp-", ".old-")):
-                path = os.path.join(save_dir, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    """Tidy what an interrupted save or prune left behind.
+
+    ``.tmp-*`` (a checkpoint or pointer not yet in place) and ``.del-*`` (a checkpoint being deleted) go.
+    ``.old-<name>`` is the complete previous copy of a checkpoint being re-saved: it goes if ``<name>`` is
+    in place, and is put back as ``<name>`` if the crash came between the two renames.
+    """
+    if not os.path.isdir(save_dir):
+        return
+    for name in sorted(os.listdir(save_dir)):
+        path = os.path.join(save_dir, name)
+        if name.startswith(".old-") and not os.path.exists(os.path.join(save_dir, name[len(".old-"):])):
+            os.replace(path, os.path.join(save_dir, name[len(".old-"):]))
+            log.warning("restored %s: a re-save of it was interrupted", name[len(".old-"):])
+        elif name.startswith((".tmp-", ".old-", ".del-")):
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def read_state(ckpt_dir):

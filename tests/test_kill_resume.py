@@ -109,7 +109,7 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(mo
     result = run_entry(f"train_{mode}", flags(data, save_dir, "--resume"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected_start in result.stdout
-    assert not [n for n in os.listdir(save_dir) if n.startswith((".tmp-", ".old-"))]  # torn leftovers cleaned
+    assert not [n for n in os.listdir(save_dir) if n.startswith((".tmp-", ".old-", ".del-"))]  # torn leftovers cleaned
     assert complete_checkpoints(save_dir)[-1] == f"epoch_{EPOCHS:04d}"
     got = checkpoint.read_state(checkpoint.read_pointer(save_dir, "latest"))
     assert (got["epoch"], got["iteration"]) == (want["epoch"], want["iteration"]) == (EPOCHS, TOTAL)

@@ -110,7 +110,7 @@ def test_a_run_writes_checkpoints_pointers_log_and_visualdl_records(finished):
     assert {"model.pdparams", "model.pdopt"} <= set(state["files"])
     if mode == "executor":  # the Program (model.json under PIR, model.pdmodel before) and the name map
         assert "names.json" in state["files"] and {"model.json", "model.pdmodel"} & set(state["files"])
-    assert not [n for n in os.listdir(save_dir) if n.startswith((".tmp-", ".old-"))]
+    assert not [n for n in os.listdir(save_dir) if n.startswith((".tmp-", ".old-", ".del-"))]
 
     log = (save_dir / "train.log").read_text()
     assert f"iter {ITERATIONS}/{ITERATIONS}" in log and "validation after epoch 2" in log
