@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from danet import build_model, convert, options, weights
-from danet.engine.common import ARCH_KEYS, arch
+from danet.engine.common import ARCH_KEYS, MEMBER_KEYS, arch, check_member_settings
 from danet.errors import UserError
 from danet.runtime import run_main
 
@@ -43,7 +43,7 @@ def training_flag_defaults():
 def explicit_flags(parser, argv, extra=()):
     """{dest: value} of the model, training and ``extra`` flags given in ``argv`` (``parser`` is changed)."""
     known = {a.dest for a in parser._actions}
-    dests = [d for d in list(ARCH_KEYS) + list(training_flag_defaults()) + list(extra) if d in known]
+    dests = [d for d in ARCH_KEYS + MEMBER_KEYS + tuple(training_flag_defaults()) + tuple(extra) if d in known]
     values = vars(parser.parse_known_args(argv)[0])
     given = options.given(parser, argv, dests)
     return {d: values[d] for d in dests if d in given}
@@ -70,9 +70,12 @@ def resolve_config(args, saved, source):
     """
     flags = arch(vars(args))
     if not saved:
+        check_member_settings(flags["model"], vars(args))
         return flags
-    saved = dict(flags, **{k: saved[k] for k in ARCH_KEYS if k in saved})
-    relevant = [k for k in ARCH_KEYS if k != "multi_dilation" or saved["multi_grid"] or flags["multi_grid"]]
+    saved = arch(dict(vars(args), **{k: saved[k] for k in ARCH_KEYS + MEMBER_KEYS if k in saved}))
+    check_member_settings(saved["model"], {k: v for k, v in vars(args).items() if k in args.explicit}, source)
+    flags = dict(arch(dict(vars(args), model=saved["model"])), model=args.model)  # member settings comparable
+    relevant = [k for k in saved if k != "multi_dilation" or saved["multi_grid"] or flags["multi_grid"]]
     clash = [k for k in relevant
              if k in args.explicit and list(np.atleast_1d(flags[k])) != list(np.atleast_1d(saved[k]))]
     if clash:

@@ -26,6 +26,11 @@ def _model_flags(p):
     g.add_argument("--multi_grid", action="store_true", help="layer4 blocks use the dilations of --multi_dilation")
     g.add_argument("--multi_dilation", type=int, nargs="+", default=[4, 8, 16], metavar="D",
                    help="layer4 per-block dilations with --multi_grid (default: 4 8 16)")
+    g.add_argument("--num_clusters", type=int, default=None, metavar="K",
+                   help="--model clusterdanet: clusters per attention branch (default: the head's width, 512 on "
+                        "ResNet-50/101)")
+    g.add_argument("--temperature", type=float, default=100.0,
+                   help="--model clusterdanet: sharpness of the soft cluster assignments (default: %(default)s)")
     v = p.add_argument_group("model variants (for the released weights of other implementations; an imported "
                              "checkpoint carries its own)")
     v.add_argument("--output_stride", type=int, choices=[8, 16, 32], default=None,
@@ -265,6 +270,9 @@ def _check(parser, args):
         if len(args.multi_dilation) != need or min(args.multi_dilation) < 1:
             parser.error(f"--multi_dilation needs {need} positive values for {args.backbone} "
                          f"(one per layer4 block), got {args.multi_dilation}")
+    if (args.num_clusters is not None and args.num_clusters < 1) or args.temperature <= 0:
+        parser.error(f"--num_clusters must be >= 1 and --temperature > 0, got {args.num_clusters} and "
+                     f"{args.temperature}")
     if getattr(args, "stride_rate", 0.5) <= 0 or getattr(args, "stride_rate", 0.5) > 1:
         parser.error(f"--stride_rate must be in (0, 1], got {args.stride_rate}")
     if getattr(args, "window_batch", 1) < 1 or min(getattr(args, "scales", None) or [1]) <= 0:

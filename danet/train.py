@@ -121,7 +121,7 @@ def adopt_model_settings(args, initial):
     weights when it read them (None otherwise), so they are read once.
     """
     from danet import checkpoint, weights
-    from danet.engine.common import ARCH_KEYS, arch
+    from danet.engine.common import ARCH_KEYS, MEMBER_KEYS, arch
 
     config, source, initial_weights = None, None, None
     resume_dir = None
@@ -135,8 +135,8 @@ def adopt_model_settings(args, initial):
         config, source = initial_weights.config, initial_weights.path
     if config:
         saved, current = arch(config), arch(vars(args))
-        explicit = getattr(args, "explicit", ARCH_KEYS)  # args made without main(): every flag counts as given
-        adopted = {k: saved[k] for k in ARCH_KEYS if k not in explicit and saved[k] != current[k]}
+        explicit = getattr(args, "explicit", ARCH_KEYS + MEMBER_KEYS)  # args made without main(): all given
+        adopted = {k: v for k, v in saved.items() if k not in explicit and v != current.get(k)}
         if "num_classes" in adopted and not args.resume:  # fine-tuning on a data set of other classes: a new head
             del adopted["num_classes"]
         for key, value in adopted.items():

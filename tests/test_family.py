@@ -61,3 +61,48 @@ def test_a_family_model_trains_resumes_converts_and_evaluates(model, data, tmp_p
     metrics = eval_main(["--save_model", str(tmp_path / "to_dygraph"), "--data_folder", data, "--base_size", "64",
                          "--crop_size", "48", "--num_workers", "0", "--output_dir", str(tmp_path / "eval")])
     assert metrics["settings"]["model"]["model"] == model and 0 <= metrics["miou"] <= 1
+
+
+def test_cluster_settings_belong_to_clusterdanet_configs_only():
+    from danet.engine.common import arch
+
+    assert "num_clusters" not in arch({"model": "danet", "num_clusters": 24})
+    assert (arch({"model": "clusterdanet", "backbone": "resnet50"})["num_clusters"],
+            arch({"model": "clusterdanet", "backbone": "resnet18"})["num_clusters"]) == (512, 128)  # the head's width
+    assert arch({"model": "clusterdanet", "num_clusters": 24, "temperature": 50})["temperature"] == 50.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num_clusters", "0"], "--num_clusters must be >= 1"),
+    (["--model", "clusterdanet", "--temperature", "0"], "--temperature > 0"),
+])
+def test_cluster_flags_that_cannot_work_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse("train_dygraph", argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cluster_settings_are_stored_resumed_and_evaluated_without_flags(data, tmp_path, capsys):
+    from danet.eval import main as eval_main
+
+    flags = ["--backbone", "resnet18", "--data_folder", data, "--base_size", "64", "--crop_size", "48",
+             "--batch_size", "2", "--num_workers", "0", "--eval_interval", "0", "--threads", "1"]
+    save_dir = str(tmp_path / "run")
+    cluster = ["--model", "clusterdanet", "--num_clusters", "24", "--temperature", "50"]
+    _train_here("train_dygraph", flags + cluster + ["--epoch_num", "1", "--save_dir", save_dir])
+    trainer = _train_here("train_dygraph", flags + ["--epoch_num", "2", "--save_dir", save_dir, "--resume"])
+    assert trainer.epoch == 2 and trainer.step.model.head.pam_cluster.num_clusters == 24
+    evaluate = ["--save_model", save_dir, "--data_folder", data, "--base_size", "64", "--crop_size", "48",
+                "--num_workers", "0", "--output_dir", str(tmp_path / "eval")]
+    model = eval_main(evaluate)["settings"]["model"]
+    assert (model["model"], model["num_clusters"], model["temperature"]) == ("clusterdanet", 24, 50.0)
+    for wrong, message in [(["--num_clusters", "16"], "--num_clusters 16"),
+                           (["--model", "danet"], "--model danet")]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            eval_main(evaluate + wrong)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a cluster setting for another model: one line, nothing trained
+        _train_here("train_dygraph", flags + ["--num_clusters", "24", "--save_dir", str(tmp_path / "danet")])
+    assert "--num_clusters is a setting of --model clusterdanet" in capsys.readouterr().err

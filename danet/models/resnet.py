@@ -13,7 +13,8 @@ import paddle.nn as nn
 from danet.errors import UserError
 from danet.models.layers import STEMS, conv_bn, deep_stem, shortcut
 
-__all__ = ["DEPTHS", "STEMS", "OUTPUT_STRIDES", "ResNet", "conv_bn", "layer_dilations", "resolve_output_stride"]
+__all__ = ["DEPTHS", "STEMS", "OUTPUT_STRIDES", "ResNet", "conv_bn", "layer_dilations", "out_channels",
+           "resolve_output_stride"]
 
 DEPTHS = {
     "resnet18": ("basic", [2, 2, 2, 2]),
@@ -22,6 +23,13 @@ DEPTHS = {
     "resnet101": ("bottleneck", [3, 4, 23, 3]),
     "resnet152": ("bottleneck", [3, 8, 36, 3]),
 }
+
+
+
+def out_channels(depth):
+    """Channels of layer4's output (the head's input): 512 for ResNet-18/34, 2048 for the bottleneck depths."""
+    return 512 if DEPTHS.get(depth, ("bottleneck",))[0] == "basic" else 2048
+
 
 # output stride -> ((stride, dilation) of layer3, (stride, dilation) of layer4); layer1 is (1, 1), layer2 (2, 1).
 OUTPUT_STRIDES = {

@@ -99,11 +99,12 @@ def load_model(path, **config):
         logits = model(images)                                       # [B, num_classes, H, W]
     """
     from danet import build_model
-    from danet.engine.common import ARCH_KEYS, arch
+    from danet.engine.common import ARCH_KEYS, MEMBER_KEYS, arch
 
     weights = read_weights(path, arch(config) if config else None)
     saved = arch(weights.config) if weights.config else infer_config(weights.tensors)
-    clash = {k: (v, saved[k]) for k, v in config.items() if k in saved and k in ARCH_KEYS and saved[k] != v}
+    keys = ARCH_KEYS + MEMBER_KEYS
+    clash = {k: (v, saved[k]) for k, v in config.items() if k in saved and k in keys and saved[k] != v}
     if clash:
         from danet.errors import UserError
 
