@@ -59,8 +59,7 @@ def _scan_split(root, split, force, summary, jobs, problems):
             stem = f"gtFine/{split}/{city}/{name[: -len('_leftImg8bit.png')]}_gtFine_"
             ids, train_ids = os.path.join(root, stem + "labelIds.png"), os.path.join(root, stem + "labelTrainIds.png")
             if os.path.isfile(ids):
-                up_to_date = os.path.isfile(train_ids) and os.path.getmtime(train_ids) >= os.path.getmtime(ids)
-                if force or not up_to_date:
+                if force or stale(ids, train_ids):
                     jobs.append((ids, train_ids))
                 else:
                     summary.labels_skipped += 1
@@ -152,6 +151,36 @@ def one_line(problems, root):
     return f"{len(problems)} problem(s) under {root}: {shown}; fix or remove these files and rerun"
 
 
+def fail(problems, root):
+    """Log every problem, then raise one UserError naming the first few."""
+    for problem in problems:
+        logger.error("%s", problem)
+    raise UserError(one_line(problems, root))
+
+
+def stale(src, dst):
+    """True when ``dst`` (a converted label) is missing or older than its source ``src``."""
+    return not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(src)
+
+
+def convert_then_list(root, plan, force, workers, progress, convert, desc, what=""):
+    """The end of a preparation: convert the labels of ``plan`` (when nothing is missing), then write the lists.
+
+    ``plan`` is ``(pairs per split, jobs, problems, summary)``; every problem (missing files first, then
+    unreadable labels) ends in one UserError and no list is written. Returns the summary.
+    """
+    pairs, jobs, problems, summary = plan
+    if not problems:
+        logger.info("%s%d images in %s; %d labels to convert", what, summary.images, root, len(jobs))
+        problems = run_jobs(jobs, workers, progress, convert=convert, desc=desc)
+        summary.labels_written = len(jobs) - len(problems)
+    if problems:
+        fail(problems, root)
+    for split, split_pairs in pairs.items():
+        write_lists(root, split, split_pairs, force, summary)
+    return summary
+
+
 def prepare_cityscapes(root, workers=1, force=False, progress=True):
     """Converts labels and writes lists under ``root`` (see the module docstring). Returns a PrepareSummary.
 
@@ -175,11 +204,8 @@ def prepare_cityscapes(root, workers=1, force=False, progress=True):
     logger.info("%d images in %s; %d labels to convert", summary.images, root, len(jobs))
     errors = run_jobs(jobs, workers, progress)
     summary.labels_written = len(jobs) - len(errors)
-    problems += errors
-    if problems:
-        for problem in problems:
-            logger.error("%s", problem)
-        raise UserError(one_line(problems, root))
+    if problems + errors:
+        fail(problems + errors, root)
     for split in splits:
         write_lists(root, split, pairs[split], force, summary)
     return summary

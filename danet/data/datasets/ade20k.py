@@ -21,7 +21,7 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.prepare import PrepareSummary, one_line, run_jobs, write_lists
+from danet.data.prepare import PrepareSummary, fail, run_jobs, write_lists
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def prepare(root, workers=1, force=False, progress=True):
         pairs[split] = _scan_split(root, split, problems)
         summary.images += len(pairs[split])
     if problems:
-        _fail(problems, root)
+        fail(problems, root)
     checks = [os.path.join(root, label) for split in present if force or not _lists_exist(root, split)
               for _, label in pairs[split]]  # fmt: skip
     summary.labels_skipped = summary.images  # ADE20K's labels are read as they are: nothing to convert
@@ -149,18 +149,12 @@ def prepare(root, workers=1, force=False, progress=True):
                 "lists were written")  # fmt: skip
     errors = run_jobs(checks, workers, progress, convert=check_label, desc="checking ADE20K labels")
     if errors:
-        _fail(errors, root)
+        fail(errors, root)
     for split in present:
         write_lists(root, split, pairs[split], force, summary)
     if not checks and not summary.lists_written:
         logger.info("%s is prepared already: nothing to do (--force rechecks the labels and rewrites the lists)", root)
     return summary
-
-
-def _fail(problems, root):
-    for problem in problems:
-        logger.error("%s", problem)
-    raise UserError(one_line(problems, root))
 
 
 # ---------------------------------------------------------------------------------------- synthetic copy

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from danet.data.datasets.pascal_context import is_jpeg, need_scipy, write_label
-from danet.data.prepare import PrepareSummary, one_line, run_jobs, write_lists
+from danet.data.prepare import PrepareSummary, convert_then_list, stale
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _scan(root, variant, force, summary):
                 problems.append(f"{image_rel} is missing or not a JPEG file")
             if not os.path.isfile(raw):
                 problems.append(f"{raw_rel} is missing (the label of {image_rel})")
-            elif force or not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(raw):
+            elif force or stale(raw, dst):
                 jobs.append((raw, image, dst, variant))
             else:
                 summary.labels_skipped += 1
@@ -197,18 +197,9 @@ def prepare(root, workers=1, force=False, progress=True):
     if variant == "10k":
         need_scipy()
     summary = PrepareSummary()
-    pairs, jobs, problems = _scan(root, variant, force, summary)
-    if not problems:
-        logger.info("COCO-Stuff %s: %d images in %s; %d labels to convert", variant, summary.images, root, len(jobs))
-        problems = run_jobs(jobs, workers, progress, convert=convert_label, desc=f"COCO-Stuff {variant} -> 171")
-        summary.labels_written = len(jobs) - len(problems)
-    if problems:
-        for problem in problems:
-            logger.error("%s", problem)
-        raise UserError(one_line(problems, root))
-    for split, split_pairs in pairs.items():
-        write_lists(root, split, split_pairs, force, summary)
-    return summary
+    plan = (*_scan(root, variant, force, summary), summary)
+    return convert_then_list(root, plan, force, workers, progress, convert_label, f"COCO-Stuff {variant} -> 171",
+                             f"COCO-Stuff {variant}: ")
 
 
 def _scene(rng, height, width):

@@ -36,7 +36,7 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.prepare import PrepareSummary, one_line, run_jobs, write_lists
+from danet.data.prepare import PrepareSummary, convert_then_list, one_line, stale
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def _scan(root, mat_dir, lut, force, summary):
                 problems.append(f"{image_rel} is missing or not a JPEG file")
             if not os.path.isfile(mat):
                 problems.append(f"{mat_dir}/{image_id}.mat is missing ({list_rel} lists {image_id})")
-            elif force or not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(mat):
+            elif force or stale(mat, dst):
                 jobs.append((mat, image, dst, lut))
             else:
                 summary.labels_skipped += 1
@@ -263,18 +263,8 @@ def prepare(root, workers=1, force=False, progress=True):
         raise UserError(one_line(missing, root))
     lut = build_lut(os.path.join(root, found["labels.txt"]), os.path.join(root, found["59_labels.txt"]))
     summary = PrepareSummary()
-    pairs, jobs, problems = _scan(root, found["trainval"], lut, force, summary)
-    if not problems:
-        logger.info("%d images in %s; %d labels to convert", summary.images, root, len(jobs))
-        problems = run_jobs(jobs, workers, progress, convert=convert_mat, desc="LabelMap -> 59 classes")
-        summary.labels_written = len(jobs) - len(problems)
-    if problems:
-        for problem in problems:
-            logger.error("%s", problem)
-        raise UserError(one_line(problems, root))
-    for split in SPLITS:
-        write_lists(root, split, pairs[split], force, summary)
-    return summary
+    plan = (*_scan(root, found["trainval"], lut, force, summary), summary)
+    return convert_then_list(root, plan, force, workers, progress, convert_mat, "LabelMap -> 59 classes")
 
 
 def _scene(rng, height, width):

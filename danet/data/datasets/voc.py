@@ -30,7 +30,7 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.prepare import PrepareSummary, one_line, run_jobs, write_lists
+from danet.data.prepare import PrepareSummary, fail, run_jobs, stale, write_lists
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -127,10 +127,6 @@ def _plan(root, force, summary, problems):
     return [pairs[n] for n in train], [pairs[n] for n in sorted(voc_val)], jobs, sbd
 
 
-def _stale(src, dst):
-    return not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(src)
-
-
 def _plan_sbd(root, sbd, force, pairs, summary, problems):
     """Adds SBD's images that VOC does not label to ``pairs``; returns the .mat -> PNG jobs (all of SBD's, as
     voc_aug.py converts every ``cls/*.mat``; those already converted and newer than their .mat are skipped)."""
@@ -139,7 +135,7 @@ def _plan_sbd(root, sbd, force, pairs, summary, problems):
     for name in sorted(listed):
         mat = _need(root, f"{sbd}/cls/{name}.mat", problems, f"SBD {name}")
         job = (os.path.join(root, str(mat)), os.path.join(root, AUG, f"{name}.png"))
-        if mat and (force or _stale(*job)):
+        if mat and (force or stale(*job)):
             jobs.append(job)
         elif mat:
             summary.labels_skipped += 1
@@ -164,7 +160,7 @@ def prepare(root, workers=1, force=False, progress=True):
     summary, problems = PrepareSummary(), []
     train, val, jobs, sbd = _plan(root, force, summary, problems)
     if problems:
-        _fail(problems, root)
+        fail(problems, root)
     if jobs:
         try:
             import scipy.io  # noqa: F401
@@ -180,18 +176,12 @@ def prepare(root, workers=1, force=False, progress=True):
     errors = run_jobs(jobs, workers, progress, convert=convert_mat, desc="SBD .mat -> PNG")
     summary.labels_written = len(jobs) - len(errors)
     if errors:
-        _fail(errors, root)
+        fail(errors, root)
     write_lists(root, "train", train, force, summary)
     write_lists(root, "val", val, force, summary)
     if not jobs and not summary.lists_written:
         logger.info("%s is prepared already: nothing to do (--force converts and writes again)", root)
     return summary
-
-
-def _fail(problems, root):
-    for problem in problems:
-        logger.error("%s", problem)
-    raise UserError(one_line(problems, root))
 
 
 # ---------------------------------------------------------------------------------------- synthetic copy
