@@ -8,6 +8,7 @@ import sys
 import paddle
 import pytest
 
+from danet.gpucheck import checks_train, common, precision
 from danet.tools import gpu_check
 
 pytestmark = pytest.mark.filterwarnings("ignore:The program will return to single-card operation:UserWarning")
@@ -86,7 +87,7 @@ def test_sdpa_is_compared_with_the_chunked_path_outputs_and_gradients():
     details = gpu_check.check_pam_sdpa("cpu", **TINY["pam_sdpa"])
     assert details["native_path"] == "chunked"  # a CPU: the check forces sdpa (math backend) to compare
     assert set(details["differences"]) == {"inference", "training", "input_grad", "query_grad"}
-    assert max(details["differences"].values()) <= gpu_check.SAME_TOLERANCE
+    assert max(details["differences"].values()) <= common.SAME_TOLERANCE
 
 
 @pytest.mark.heavy
@@ -128,21 +129,21 @@ def test_the_json_summary(tmp_path, monkeypatch, capsys):
 
 
 def test_precision_rules():
-    counts = gpu_check.parse_kernel_counts({"pd_op.bmm": "0,0,4,0", "pd_op.softmax_": "0,0,1,0",
+    counts = precision.parse_kernel_counts({"pd_op.bmm": "0,0,4,0", "pd_op.softmax_": "0,0,1,0",
                                             "softmax": [0, 0, 1, 0], "bmm_grad": "0,0,4,0", "conv2d": "6,0,0,0"})
     assert counts == {"bmm": [0, 0, 8, 0], "softmax": [0, 0, 2, 0], "conv2d": [6, 0, 0, 0]}
-    assert "convolutions in float16: 6" in gpu_check.check_precision(counts, amp=True)
+    assert "convolutions in float16: 6" in precision.check_precision(counts, amp=True)
     with pytest.raises(gpu_check.Failed, match="bmm x2"):
-        gpu_check.check_precision(dict(counts, bmm=[2, 0, 6, 0]), amp=True)
+        precision.check_precision(dict(counts, bmm=[2, 0, 6, 0]), amp=True)
     with pytest.raises(gpu_check.Failed, match="AMP did not run"):
-        gpu_check.check_precision(dict(counts, conv2d=[0, 0, 6, 0]), amp=True)
+        precision.check_precision(dict(counts, conv2d=[0, 0, 6, 0]), amp=True)
     with pytest.raises(gpu_check.Failed, match="no attention kernel"):
-        gpu_check.check_precision({"conv2d": [6, 0, 0, 0]}, amp=True)
+        precision.check_precision({"conv2d": [6, 0, 0, 0]}, amp=True)
 
 
 def test_the_trainer_is_told_of_two_processes_once():
     real = paddle.distributed.get_world_size()
-    with gpu_check.pretend_world_size(2):
+    with checks_train.pretend_world_size(2):
         assert paddle.distributed.get_world_size() == 2
         assert paddle.distributed.get_world_size() == real
     assert paddle.distributed.get_world_size() == real
