@@ -7,9 +7,9 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 from numpy.testing import assert_allclose
+from tracelib import trace_and_run
 
 from danet import build_model
-from danet.engine.static import static_mode  # dygraph again after the block
 from danet.models.cluster import EPS, ClusterDANet, ClusteringLayer
 
 C = 5  # classes
@@ -173,30 +173,6 @@ def test_other_cluster_counts_and_the_config():
         assert [list(o.shape) for o in model(paddle.to_tensor(_image(1)))] == [[1, C, H, W]] * 3
 
 
-def _run_static(state, training, images):
-    """Trace a fresh model into a Program, load ``state``, run it once per image: outputs and the state after each."""
-    with static_mode():
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-            image = paddle.static.data("image", [None, 3, None, None], "float32")  # B, H, W unknown when traced
-            traced = ClusterDANet(C, "resnet18", dropout=0.0)
-            traced.train() if training else traced.eval()
-            outs = traced(image)
-            outs = list(outs) if training else [outs]
-            names = {k: v.name for k, v in traced.state_dict().items()}
-        assert names.keys() == state.keys()
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            exe.run(startup)
-            paddle.static.set_program_state(main, {names[k]: v for k, v in state.items()})
-            scope = paddle.static.global_scope()
-            runs = []
-            for x in images:
-                fetched = exe.run(main, feed={"image": x}, fetch_list=outs)
-                runs.append((fetched, {k: np.array(scope.find_var(n).get_tensor()) for k, n in names.items()}))
-            return runs
-
-
 @pytest.mark.parametrize("training", [False, True])
 def test_static_program_gives_the_dygraph_outputs_and_buffers(training):
     """Two passes (different sizes): the same logits, and in train mode the same centroids and counts after each
@@ -210,7 +186,8 @@ def test_static_program_gives_the_dygraph_outputs_and_buffers(training):
         for x in images:
             out = model(paddle.to_tensor(x))
             want.append(([o.numpy() for o in out] if training else [out.numpy()], _state(model)))
-    for (got_out, got_state), (want_out, want_state) in zip(_run_static(start, training, images), want):
+    got = trace_and_run(lambda: ClusterDANet(C, "resnet18", dropout=0.0), start, images, training, read_state=True)
+    for (got_out, got_state), (want_out, want_state) in zip(got, want):
         for g, w in zip(got_out, want_out):
             assert_allclose(g, w, rtol=0, atol=2e-5)
         for name in BUFFERS:

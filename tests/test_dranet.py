@@ -14,6 +14,15 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 from numpy.testing import assert_allclose
+from sourcelib import (
+    BACKBONE_TO_OFFICIAL,
+    BN,
+    assert_imports_exactly,
+    import_wrapped,
+    official_checkpoint,
+    official_key,
+)
+from tracelib import as_list, trace_and_run
 
 from danet import build_model
 from danet.engine.common import ARCH_KEYS
@@ -39,10 +48,6 @@ def _build(scale=0.5, **options):
         if name in SCALES:
             param.set_value(np.full([1], scale, np.float32))
     return model
-
-
-def _as_list(out):
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -118,21 +123,8 @@ def test_static_program_gives_the_dygraph_outputs(training):
     images = [_image(1, H, W, seed=6), _image(2, 40, 53, seed=7)]
     model.train() if training else model.eval()
     with paddle.no_grad():
-        want = [[o.numpy() for o in _as_list(model(paddle.to_tensor(x)))] for x in images]
-    with static_mode():
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-            image = paddle.static.data("image", [None, 3, None, None], "float32")  # B, H, W unknown when traced
-            traced = DRANet(C, "resnet18", **options)
-            traced.train() if training else traced.eval()
-            outs = _as_list(traced(image))
-            names = {k: v.name for k, v in traced.state_dict().items()}
-        assert names.keys() == state.keys()
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            exe.run(startup)
-            paddle.static.set_program_state(main, {names[k]: v for k, v in state.items()})
-            got = [exe.run(main, feed={"image": x}, fetch_list=outs) for x in images]
+        want = [[o.numpy() for o in as_list(model(paddle.to_tensor(x)))] for x in images]
+    got = trace_and_run(lambda: DRANet(C, "resnet18", **options), state, images, training)
     for g, w in zip(got, want):
         assert len(g) == len(w) == (2 if training else 1)
         for go, wo in zip(g, w):
@@ -205,7 +197,6 @@ OFFICIAL_NAMES = [
     "head.clgd.conv_att.0.bias", "head.clgd.conv_out.1.weight", "cls_seg.1.weight", "cls_seg.1.bias",
     "cls_aux.0.weight", "cls_aux.1.running_var", "cls_aux.4.weight", "cls_aux.4.bias",
 ]
-_BN = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance": "running_var"}
 _CONV_BN = {"head.cpam_in": "head.conv_cpam_b", "head.cpam_out": "head.conv_cpam_e", "head.ccam_in": "head.conv_ccam_b",
             "head.ccam.reduce": "head.ccam_enc", "head.ccam_out": "head.conv_ccam_e", "head.fuse": "head.conv_cat",
             "head.decoder.low": "head.clgd.conv_low", "head.decoder.fuse": "head.clgd.conv_cat",
@@ -215,15 +206,6 @@ _LAYERS = {"head.cpam.query": "head.cpam_dec.conv_query", "head.cpam.key": "head
            "head.cpam.value": "head.cpam_dec.conv_value", "head.decoder.gate": "head.clgd.conv_att.0",
            "head.cls": "cls_seg.1", "aux_head.cls": "cls_aux.4", "head.cpam": "head.cpam_dec",
            "head.ccam": "head.ccam_dec", "head.decoder": "head.clgd"}  # (the last three: scale, scale, gamma)
-_STEM_BN = {"0": "pretrained.conv1.1", "1": "pretrained.conv1.4", "2": "pretrained.bn1"}
-_BACKBONE = [  # our structured name -> the official key (the inverse of dran.convert's torch_resnet)
-    (r"backbone\.stem\.(\d)\.0\.weight", lambda m: f"pretrained.conv1.{3 * int(m[1])}.weight"),
-    (r"backbone\.stem\.(\d)\.1\.(\w+)", lambda m: f"{_STEM_BN[m[1]]}.{_BN[m[2]]}"),
-    (r"backbone\.(layer\d\.\d+)\.conv(\d)\.0\.weight", lambda m: f"pretrained.{m[1]}.conv{m[2]}.weight"),
-    (r"backbone\.(layer\d\.\d+)\.conv(\d)\.1\.(\w+)", lambda m: f"pretrained.{m[1]}.bn{m[2]}.{_BN[m[3]]}"),
-    (r"backbone\.(layer\d\.\d+\.downsample)\.0\.weight", lambda m: f"pretrained.{m[1]}.0.weight"),
-    (r"backbone\.(layer\d\.\d+\.downsample)\.1\.(\w+)", lambda m: f"pretrained.{m[1]}.1.{_BN[m[2]]}"),
-]
 TRANSPOSED = ("head.cpam_dec.conv_key.weight", "head.cpam_dec.conv_value.weight")  # nn.Linear: [out, in] in torch
 
 
@@ -233,12 +215,8 @@ def _official_key(name):
         return f"{_LAYERS[prefix]}.{leaf}"
     conv_bn = re.fullmatch(r"(.+)\.([01])", prefix)
     if conv_bn and conv_bn[1] in _CONV_BN:
-        return f"{_CONV_BN[conv_bn[1]]}.{conv_bn[2]}.{leaf if conv_bn[2] == '0' else _BN[leaf]}"
-    for pattern, name_of in _BACKBONE:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return name_of(match)
-    raise KeyError(name)
+        return f"{_CONV_BN[conv_bn[1]]}.{conv_bn[2]}.{leaf if conv_bn[2] == '0' else BN[leaf]}"
+    return official_key(name, BACKBONE_TO_OFFICIAL)  # the inverse of dran.convert's torch_resnet
 
 
 def _official_names(state):
@@ -247,41 +225,14 @@ def _official_names(state):
     return names + [k.replace("running_var", "num_batches_tracked") for k in names if k.endswith("running_var")]
 
 
-def _randomise(model, seed):
-    """Random BN statistics and affine, scales and gamma away from 0 and 1: every tensor's place shows."""
-    rng = np.random.default_rng(seed)
-    values = {}
-    for name, tensor in model.state_dict().items():
-        shape = tensor.shape
-        if name.endswith(("scale", "gamma")):
-            values[name] = rng.uniform(0.3, 0.8, shape)
-        elif name.endswith("_variance"):
-            values[name] = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("_mean", "bias")) or (len(shape) == 1 and name.endswith("weight")):
-            values[name] = (1.0 if len(shape) == 1 and name.endswith("weight") else 0.0) + rng.normal(0, 0.1, shape)
-        else:
-            values[name] = tensor.numpy()  # conv and linear weights: the model's own initialisation
-    model.set_state_dict({k: v.astype("float32") for k, v in values.items()})
-
-
 @pytest.fixture(scope="module")
 def official_case():
     """(our model in eval mode, the input, its logits, the official state dict of the same weights): the released
-    architecture (deep stem, multi-grid, aux) on ResNet-50, so every head tensor has the official shape."""
+    architecture (deep stem, multi-grid, aux) on ResNet-50, so every head tensor has the official shape. The input
+    is 41x35: c1 11x9, c4 6x5, so the pooling bins overlap."""
     paddle.seed(0)
     model = DRANet(C, "resnet50", multi_grid=True, stem="deep64", aux_head=True)
-    _randomise(model, seed=1)
-    model.eval()
-    x = np.random.default_rng(2).normal(size=(1, 3, 41, 35)).astype("float32")  # c1 11x9, c4 6x5: bins overlap
-    with paddle.no_grad():
-        logits = model(paddle.to_tensor(x)).numpy()
-    raw = {}
-    for name, tensor in model.state_dict().items():
-        key = _official_key(name)
-        raw[key] = tensor.numpy().T if key in TRANSPOSED else tensor.numpy()
-        if key.endswith("running_var"):
-            raw[key.replace("running_var", "num_batches_tracked")] = np.array(1000, dtype=np.int64)
-    return model, x, logits, raw
+    return (model, *official_checkpoint(model, _official_key, TRANSPOSED))
 
 
 def test_the_generated_state_dict_has_the_official_names_and_shapes(official_case):
@@ -295,25 +246,16 @@ def test_the_generated_state_dict_has_the_official_names_and_shapes(official_cas
 
 def test_official_checkpoint_imports_bit_exactly(official_case):
     _, x, logits, raw = official_case
-    wrapped = {"epoch": 240, "optimizer": {"state": {}}, "best_pred": 0.81,
-               "state_dict": {"module." + k: v for k, v in raw.items()}}  # as saved from a DataParallel model
-    imported = dran.convert(*dran.split(wrapped), path="dran50.pth.tar")
+    imported = import_wrapped(dran, raw, "dran50.pth.tar", best_pred=0.81)
     config = imported.config
-    assert set(ARCH_KEYS) <= set(config) and config["model"] == "dranet" and config["input_norm"] == "imagenet"
+    assert config["model"] == "dranet"
     assert {k: config[k] for k in ("backbone", "stem", "multi_grid", "multi_dilation", "output_stride",
                                    "aux_head", "aux_channels", "align_corners", "num_classes")} == dict(
         backbone="resnet50", stem="deep64", multi_grid=True, multi_dilation=[4, 8, 16], output_stride=8,
         aux_head=True, aux_channels=256, align_corners=True, num_classes=C)
     model = build_model(**config)  # the config's "model" picks DRANet
     assert type(model) is DRANet
-    state = model.state_dict()
-    assert {k: list(v.shape) for k, v in imported.tensors.items()} == {k: list(v.shape) for k, v in state.items()}
-    model.set_state_dict(imported.tensors)
-    model.eval()
-    with paddle.no_grad():
-        np.testing.assert_array_equal(model(paddle.to_tensor(x)).numpy(), logits)
-    assert "optimizer" in imported.dropped and imported.meta["source"] == "dran"
-    assert all(k.endswith("num_batches_tracked") for k in imported.dropped if k != "optimizer")
+    assert_imports_exactly(model, imported, x, logits, "dran")
 
 
 def test_a_checkpoint_without_cls_aux_builds_no_aux_head(official_case):

@@ -12,6 +12,15 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+from sourcelib import (
+    BACKBONE_TO_OFFICIAL,
+    BN,
+    assert_imports_exactly,
+    import_wrapped,
+    load_imported,
+    official_checkpoint,
+    official_key,
+)
 
 from danet import build_model
 from danet.engine.common import ARCH_KEYS, arch
@@ -103,12 +112,7 @@ def test_partner_checkpoint_gives_the_partners_logits(partner):
     assert set(ARCH_KEYS) <= set(config) and config["input_norm"] == "imagenet"
     assert config["align_corners"] == bool(expected["align_corners"])
     assert config["output_stride"] == int(expected.get("output_stride", 8))
-    model = build_model(**arch(config))
-    state = model.state_dict()
-    assert set(imported.tensors) == set(state)
-    assert {k: list(v.shape) for k, v in imported.tensors.items()} == {k: list(v.shape) for k, v in state.items()}
-    model.set_state_dict(imported.tensors)
-    model.eval()
+    model = load_imported(build_model(**arch(config)), imported)
     x = paddle.to_tensor(expected["input"])
     with paddle.no_grad():
         fused = model(x).numpy()
@@ -168,21 +172,11 @@ OFFICIAL_STEMS = {
     "7x7": ["pretrained.conv1.weight"],
     "deep64": ["pretrained.conv1.0.weight", "pretrained.conv1.4.running_var", "pretrained.conv1.6.weight"],
 }
-_BN = {"weight": "weight", "bias": "bias", "_mean": "running_mean", "_variance": "running_var"}
 _BRANCH = {"pam_in": "conv5a", "cam_in": "conv5c", "pam_out": "conv51", "cam_out": "conv52"}
 _CLS = {"cls_fused": "conv8", "cls_pam": "conv6", "cls_cam": "conv7"}
-_STEM_BN = {"0": "pretrained.conv1.1", "1": "pretrained.conv1.4", "2": "pretrained.bn1"}
-_TO_OFFICIAL = [  # our structured name -> the official key (the inverse of official.convert)
-    (r"backbone\.conv1\.0\.weight", lambda m: "pretrained.conv1.weight"),
-    (r"backbone\.conv1\.1\.(\w+)", lambda m: f"pretrained.bn1.{_BN[m[1]]}"),
-    (r"backbone\.stem\.(\d)\.0\.weight", lambda m: f"pretrained.conv1.{3 * int(m[1])}.weight"),
-    (r"backbone\.stem\.(\d)\.1\.(\w+)", lambda m: f"{_STEM_BN[m[1]]}.{_BN[m[2]]}"),
-    (r"backbone\.(layer\d\.\d+)\.conv(\d)\.0\.weight", lambda m: f"pretrained.{m[1]}.conv{m[2]}.weight"),
-    (r"backbone\.(layer\d\.\d+)\.conv(\d)\.1\.(\w+)", lambda m: f"pretrained.{m[1]}.bn{m[2]}.{_BN[m[3]]}"),
-    (r"backbone\.(layer\d\.\d+)\.downsample\.0\.weight", lambda m: f"pretrained.{m[1]}.downsample.0.weight"),
-    (r"backbone\.(layer\d\.\d+)\.downsample\.1\.(\w+)", lambda m: f"pretrained.{m[1]}.downsample.1.{_BN[m[2]]}"),
+_TO_OFFICIAL = BACKBONE_TO_OFFICIAL + [  # our structured name -> the official key (the inverse of official.convert)
     (r"head\.(\w+_(?:in|out))\.0\.weight", lambda m: f"head.{_BRANCH[m[1]]}.0.weight"),
-    (r"head\.(\w+_(?:in|out))\.1\.(\w+)", lambda m: f"head.{_BRANCH[m[1]]}.1.{_BN[m[2]]}"),
+    (r"head\.(\w+_(?:in|out))\.1\.(\w+)", lambda m: f"head.{_BRANCH[m[1]]}.1.{BN[m[2]]}"),
     (r"head\.pam\.(query|key|value)\.(weight|bias)", lambda m: f"head.sa.{m[1]}_conv.{m[2]}"),
     (r"head\.pam\.gamma", lambda m: "head.sa.gamma"),
     (r"head\.cam\.gamma", lambda m: "head.sc.gamma"),
@@ -193,46 +187,14 @@ OFFICIAL_CONFIG = dict(backbone="resnet50", num_classes=5, multi_grid=True, mult
 
 
 def _official_key(name):
-    for pattern, name_of in _TO_OFFICIAL:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return name_of(match)
-    raise KeyError(name)
-
-
-def _randomise(model, seed):
-    """Random BN statistics and affine, non-zero gammas: every tensor's place in the map changes the logits."""
-    rng = np.random.default_rng(seed)
-    values = {}
-    for name, tensor in model.state_dict().items():
-        shape = tensor.shape
-        if name.endswith("gamma"):
-            values[name] = rng.uniform(0.3, 0.8, shape)
-        elif name.endswith("_variance"):
-            values[name] = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("_mean", "bias")) or (len(shape) == 1 and name.endswith("weight")):
-            values[name] = (1.0 if len(shape) == 1 and name.endswith("weight") else 0.0) + rng.normal(0, 0.1, shape)
-        else:
-            values[name] = tensor.numpy()  # conv weights: the model's own He initialisation
-    model.set_state_dict({k: v.astype("float32") for k, v in values.items()})
+    return official_key(name, _TO_OFFICIAL)
 
 
 @pytest.fixture(scope="module", params=["7x7", "deep64"])
 def official_case(request):
     """(our reference model's logits, the input, the official state dict of the same weights, the stem)."""
     paddle.seed(0)
-    model = build_model(stem=request.param, **OFFICIAL_CONFIG)
-    _randomise(model, seed=1)
-    model.eval()
-    x = np.random.default_rng(2).normal(size=(1, 3, 41, 35)).astype("float32")
-    with paddle.no_grad():
-        logits = model(paddle.to_tensor(x)).numpy()
-    raw = {}
-    for name, tensor in model.state_dict().items():
-        key = _official_key(name)
-        raw[key] = tensor.numpy()
-        if key.endswith("running_var"):  # torch BNs carry a step counter
-            raw[key.replace("running_var", "num_batches_tracked")] = np.array(1000, dtype=np.int64)
+    x, logits, raw = official_checkpoint(build_model(stem=request.param, **OFFICIAL_CONFIG), _official_key)
     return logits, x, raw, request.param
 
 
@@ -244,21 +206,10 @@ def test_the_generated_state_dict_has_the_official_names(official_case):
 
 def test_official_checkpoint_imports_bit_exactly(official_case):
     logits, x, raw, stem = official_case
-    wrapped = {"epoch": 240, "optimizer": {"state": {}}, "best_pred": 0.87,
-               "state_dict": {"module." + k: v for k, v in raw.items()}}  # as saved from a DataParallel model
-    imported = official.convert(*official.split(wrapped), path="DANet50.pth.tar")
+    imported = import_wrapped(official, raw, "DANet50.pth.tar", best_pred=0.87)
     config = imported.config
-    assert set(ARCH_KEYS) <= set(config) and config["input_norm"] == "imagenet"
     assert {k: config[k] for k in OFFICIAL_CONFIG} == OFFICIAL_CONFIG and config["stem"] == stem
-    model = build_model(**arch(config))
-    state = model.state_dict()
-    assert {k: list(v.shape) for k, v in imported.tensors.items()} == {k: list(v.shape) for k, v in state.items()}
-    model.set_state_dict(imported.tensors)
-    model.eval()
-    with paddle.no_grad():
-        np.testing.assert_array_equal(model(paddle.to_tensor(x)).numpy(), logits)
-    assert "optimizer" in imported.dropped and imported.meta["source"] == "official"
-    assert all(k.endswith("num_batches_tracked") for k in imported.dropped if k != "optimizer")
+    assert_imports_exactly(build_model(**arch(config)), imported, x, logits, "official")
 
 
 def test_official_aux_layer_is_dropped_with_its_reason(official_case):

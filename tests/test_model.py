@@ -3,10 +3,10 @@
 import numpy as np
 import paddle
 import pytest
+from tracelib import trace_and_run
 
 import danet.models.attention as attention
 from danet import build_model
-from danet.engine.static import static_mode  # dygraph again after the block
 from danet.errors import UserError
 from danet.losses import danet_loss
 from danet.models.attention import ChannelAttention, PositionAttention
@@ -143,20 +143,7 @@ def test_static_program_gives_the_dygraph_output_at_unknown_sizes():
     with paddle.no_grad():
         want = [model(paddle.to_tensor(x)).numpy() for x in images]
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    with static_mode():
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-            image = paddle.static.data("image", [None, 3, None, None], "float32")  # B, H, W unknown when traced
-            traced = build_model("resnet18", C)
-            traced.eval()
-            out = traced(image)
-            names = {k: v.name for k, v in traced.state_dict().items()}
-        assert names.keys() == state.keys()
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            exe.run(startup)
-            paddle.static.set_program_state(main, {names[k]: v for k, v in state.items()})
-            got = [exe.run(main, feed={"image": x}, fetch_list=[out])[0] for x in images]
+    got = [outs[0] for outs in trace_and_run(lambda: build_model("resnet18", C), state, images)]
     for g, w in zip(got, want):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)

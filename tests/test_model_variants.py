@@ -12,6 +12,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 from numpy.testing import assert_allclose
+from tracelib import as_list, trace_and_run
 
 from danet import build_model
 from danet.engine.static import static_mode  # dygraph again after the block
@@ -133,34 +134,13 @@ def test_static_program_gives_the_dygraph_outputs(case):
     with paddle.no_grad():
         for training in modes:
             model.train() if training else model.eval()
-            want[training] = [[o.numpy() for o in _as_list(model(paddle.to_tensor(x)))] for x in images]
+            want[training] = [[o.numpy() for o in as_list(model(paddle.to_tensor(x)))] for x in images]
     for training in modes:
-        got = _run_static(backbone, options, state, training, images)
+        got = trace_and_run(lambda: build_model(backbone, C, dropout=0.0, **options), state, images, training)
         for g, w in zip(got, want[training]):
             assert [o.shape for o in g] == [o.shape for o in w]
             for go, wo in zip(g, w):
                 assert_allclose(go, wo, rtol=0, atol=2e-5)
-
-
-def _as_list(out):
-    return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-def _run_static(backbone, options, state, training, images):
-    with static_mode():
-        main, startup = paddle.static.Program(), paddle.static.Program()
-        with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-            image = paddle.static.data("image", [None, 3, None, None], "float32")  # B, H, W unknown when traced
-            traced = build_model(backbone, C, dropout=0.0, **options)
-            traced.train() if training else traced.eval()
-            outs = _as_list(traced(image))
-            names = {k: v.name for k, v in traced.state_dict().items()}
-        assert names.keys() == state.keys()
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            exe.run(startup)
-            paddle.static.set_program_state(main, {names[k]: v for k, v in state.items()})
-            return [exe.run(main, feed={"image": x}, fetch_list=outs) for x in images]
 
 
 @pytest.mark.parametrize("stem", ["7x7", "deep32"])
