@@ -150,3 +150,31 @@ def test_the_seeds_eval_command_line_reads_its_own_paddle1_files(layout, tmp_pat
     assert metrics["settings"]["checkpoint_format"] == "seed"
     assert metrics["settings"]["model"]["multi_grid"] and metrics["settings"]["model"]["backbone"] == "resnet50"
     assert 0 <= metrics["miou"] <= 1
+
+
+@pytest.mark.heavy
+def test_dataset_names_the_classes_of_an_imported_file_and_must_match_its_count(tmp_path, capsys):
+    from paddle1_writers import seed_params, tnum_file, write
+
+    from danet.data.presets import get_preset
+    from danet.deploy.description import classes_and_palette
+
+    rng = np.random.default_rng(0)
+    raw = {name: (rng.standard_normal(shape) * 0.05).astype(np.float32) for name, shape, _ in seed_params(50, 21)}
+    raw = {name: np.abs(a) + 0.5 if a.ndim == 1 else a for name, a in raw.items()}  # positive BN variances
+    src = str(tmp_path / "DANet50_voc.pdparams")
+    write(src, tnum_file(raw))
+
+    import_main([src, str(tmp_path / "numbered")])
+    assert "classes: 21 numbered (add --dataset voc to name them)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        import_main([src, str(tmp_path / "ade"), "--dataset", "ade20k"])
+    assert stop.value.code == 2 and not os.path.exists(tmp_path / "ade")
+    assert "predicts 21 classes but --dataset ade20k has 150" in capsys.readouterr().err
+
+    import_main([src, str(tmp_path / "voc"), "--dataset", "voc"])
+    assert "classes: 21 named (background, aeroplane" in capsys.readouterr().out
+    voc = get_preset("voc")
+    names, palette = classes_and_palette(weights.read_weights(str(tmp_path / "voc")), 21)  # what predict/export use
+    assert names == list(voc.classes) and palette == voc.palette.tolist()
+    assert checkpoint.read_state(str(tmp_path / "voc"))["dataset"]["name"] == "voc"

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from danet import build_model, checkpoint, weights
+from danet.data.presets import BUILTIN, get_preset
 from danet.engine.common import arch
 from danet.errors import UserError
 from danet.runtime import run_main, setup_device, setup_logging
@@ -39,13 +40,18 @@ def build_parser():
                    help="the upsampling of a file that does not say it (mmseg without its config: default false)")
     p.add_argument("--output_stride", type=int, choices=[8, 16], default=None,
                    help="output stride, which no tensor shows (sssegmentation D16 models: 16; default 8)")
+    p.add_argument("--dataset", choices=BUILTIN, default=None,
+                   help="the data set the file was trained on: its class names and palette go into OUT (for "
+                        "predict and export; default: the names the file carries, else numbers)")
     p.add_argument("--replace", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     return p
 
 
-def import_checkpoint(src, out, source=None, replace=False, **options):
+def import_checkpoint(src, out, source=None, replace=False, dataset=None, **options):
     """Read ``src`` (any supported source), check it fills the model it describes, write checkpoint ``out``.
+
+    ``dataset`` (a built-in preset name) names the classes; it must have the model's class count.
 
     Returns the :class:`danet.weights.Weights` read (``.imported`` holds what was dropped and the provenance).
     """
@@ -56,6 +62,11 @@ def import_checkpoint(src, out, source=None, replace=False, **options):
     if found.imported is None:
         raise UserError(f"{src} is already a checkpoint of this project ({found.format} format): use it as it is")
     config = arch(found.config)
+    preset = get_preset(dataset) if dataset else None
+    if preset is not None and preset.num_classes != config["num_classes"]:
+        raise UserError(f"{src} predicts {config['num_classes']} classes but --dataset {dataset} has "
+                        f"{preset.num_classes}: choose the data set it was trained on "
+                        f"({_matching(config['num_classes']) or 'none of the presets has that count'})")
     model = build_model(**config)
     weights.fit({k: v.shape for k, v in model.state_dict().items()}, found.tensors, found.path,
                 hint=f"the {found.format} mapping does not fit the model it inferred; report this with the file")
@@ -64,7 +75,9 @@ def import_checkpoint(src, out, source=None, replace=False, **options):
     state = dict(format="dygraph", epoch=0, iteration=0, config=config,
                  imported=dict(source=imported.meta.get("source"), path=os.path.abspath(src),
                                dropped=len(imported.dropped), notes=imported.meta.get("notes", [])))
-    if imported.meta.get("classes"):  # mmseg files name their classes: eval tables and pictures use them
+    if preset is not None:
+        state["dataset"] = preset.describe()
+    elif imported.meta.get("classes"):  # mmseg files name their classes: eval tables and pictures use them
         state["dataset"] = dict(name=None, classes=list(imported.meta["classes"]), palette=imported.meta.get("palette"))
     parent, name = os.path.dirname(out) or ".", os.path.basename(out)
     os.makedirs(parent, exist_ok=True)
@@ -87,7 +100,12 @@ def _check_runs(model, tensors):
                         "mapping wrong; nothing was written")
 
 
-def report(found, out):
+def _matching(num_classes):
+    """The presets with ``num_classes`` classes, as flags: "--dataset voc" (or "")."""
+    return " or ".join(f"--dataset {name}" for name in BUILTIN if get_preset(name).num_classes == num_classes)
+
+
+def report(found, out, dataset=None):
     imported, config = found.imported, arch(found.config)
     reasons = collections.Counter(imported.dropped.values())
     lines = [f"read {found.path}: {found.format} DANet ({imported.meta.get('source_format', 'weights')})",
@@ -95,9 +113,13 @@ def report(found, out):
              + "".join(f"\n    {count} x {reason}" for reason, count in reasons.most_common()),
              "  model: " + ", ".join(f"{k}={v}" for k, v in config.items())]
     lines += [f"  note: {note}" for note in imported.meta.get("notes", [])]
-    classes = imported.meta.get("classes")
+    classes = get_preset(dataset).classes if dataset else imported.meta.get("classes")
     if classes:
-        lines.append(f"  classes: {len(classes)} named ({', '.join(map(str, classes[:4]))}, ...)")
+        lines.append(f"  classes: {len(classes)} named ({', '.join(map(str, classes[:4]))}, ...)"
+                     + (f" from --dataset {dataset}" if dataset else ""))
+    else:
+        hint = _matching(config["num_classes"])
+        lines.append(f"  classes: {config['num_classes']} numbered" + (f" (add {hint} to name them)" if hint else ""))
     lines.append(f"wrote {out} (dygraph checkpoint: danet-eval / danet-predict / danet-export --save_model {out}, "
                  f"or --pretrained {out})")
     return "\n".join(lines)
@@ -107,9 +129,9 @@ def run(args):
     setup_logging()
     setup_device(cuda=False)
     align = None if args.align_corners is None else args.align_corners == "true"
-    found = import_checkpoint(args.src, args.out, args.source, args.replace, align_corners=align,
+    found = import_checkpoint(args.src, args.out, args.source, args.replace, args.dataset, align_corners=align,
                               output_stride=args.output_stride)
-    print(report(found, args.out))
+    print(report(found, args.out, args.dataset))
     return found
 
 
