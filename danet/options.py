@@ -29,7 +29,7 @@ def _model_flags(p):
     g.add_argument("--num_clusters", type=int, default=None, metavar="K",
                    help="--model clusterdanet: clusters per attention branch (default: the head's width, 512 on "
                         "ResNet-50/101)")
-    g.add_argument("--temperature", type=float, default=100.0,
+    g.add_argument("--temperature", type=float, default=100.0, metavar="T",
                    help="--model clusterdanet: sharpness of the soft cluster assignments (default: %(default)s)")
     v = p.add_argument_group("model variants (for the released weights of other implementations; an imported "
                              "checkpoint carries its own)")
