@@ -121,7 +121,7 @@ def adopt_model_settings(args, initial):
     weights when it read them (None otherwise), so they are read once.
     """
     from danet import checkpoint, weights
-    from danet.engine.common import ARCH_KEYS, MEMBER_KEYS, arch
+    from danet.engine.common import ARCH_KEYS, MEMBER_DEFAULTS, MEMBER_KEYS, arch
 
     config, source, initial_weights = None, None, None
     resume_dir = None
@@ -137,6 +137,8 @@ def adopt_model_settings(args, initial):
         saved, current = arch(config), arch(vars(args))
         explicit = getattr(args, "explicit", ARCH_KEYS + MEMBER_KEYS)  # args made without main(): all given
         adopted = {k: v for k, v in saved.items() if k not in explicit and v != current.get(k)}
+        own = MEMBER_DEFAULTS.get(adopted.get("model", current["model"]), {})  # settings of the model that runs
+        adopted = {k: v for k, v in adopted.items() if k not in MEMBER_KEYS or k in own}
         if "num_classes" in adopted and not args.resume:  # fine-tuning on a data set of other classes: a new head
             del adopted["num_classes"]
         for key, value in adopted.items():

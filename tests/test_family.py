@@ -103,6 +103,10 @@ def test_cluster_settings_are_stored_resumed_and_evaluated_without_flags(data, t
         with pytest.raises(SystemExit) as stop:
             eval_main(evaluate + wrong)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another model from these weights: they do not fit (the settings are not adopted)
+        _train_here("train_dygraph", flags + ["--model", "danet", "--pretrained", save_dir, "--save_dir",
+                                              str(tmp_path / "from_cluster")])
+    assert "does not fit the model" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a cluster setting for another model: one line, nothing trained
         _train_here("train_dygraph", flags + ["--num_clusters", "24", "--save_dir", str(tmp_path / "danet")])
     assert "--num_clusters is a setting of --model clusterdanet" in capsys.readouterr().err
