@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from danet import build_model, checkpoint, weights
-from danet.data.presets import BUILTIN, get_preset
+from danet.data.presets import BUILTIN, CITYSCAPES_CLASSES, get_preset
 from danet.engine.common import arch
 from danet.errors import UserError
 from danet.runtime import run_main, setup_device, setup_logging
@@ -117,6 +117,8 @@ def report(found, out, dataset=None):
     if classes:
         lines.append(f"  classes: {len(classes)} named ({', '.join(map(str, classes[:4]))}, ...)"
                      + (f" from --dataset {dataset}" if dataset else ""))
+    elif config["num_classes"] == len(CITYSCAPES_CLASSES):  # what predict and export call 19 unnamed classes
+        lines.append(f"  classes: {config['num_classes']}, Cityscapes' names and colours (--dataset for another set)")
     else:
         hint = _matching(config["num_classes"])
         lines.append(f"  classes: {config['num_classes']} numbered" + (f" (add {hint} to name them)" if hint else ""))
