@@ -18,6 +18,7 @@ import time
 
 import cv2
 
+import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
 from danet import options
 from danet.cli import explicit_flags, model_from_args, warn_ignored
 from danet.data.cityscapes import CLASS_NAMES, TRAIN_ID_TO_LABEL_ID, SegDataset, colorize

@@ -5,7 +5,7 @@ import os
 def main(argv=None):
     # Read by Paddle when it loads: the static executor's worker threads fight the math threads on a CPU.
     os.environ.setdefault("FLAGS_new_executor_serial_run", "true")
-    os.environ.setdefault("GLOG_minloglevel", "1")  # Paddle's C++ INFO lines ("New Executor is Running") are noise
+    import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
     from danet.train import main as _main
 
     return _main("train_dygraph", argv)

@@ -141,11 +141,20 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, check_shape=(1, 3, 64, 96), dy
     return report
 
 
+def session_options(ort, threads=0):
+    """onnxruntime session options: ``threads`` math threads (0 = every core), errors only on the console (its
+    warnings about initializers paddle2onnx leaves unused are noise to a user)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return options
+
+
 def _session(ort, onnx_file, version):
     """An onnxruntime CPU session of the converted file; a UserError when onnxruntime refuses it (paddle2onnx 1.3.1
     writes DRANet's adaptive pooling at a dynamic size as an AveragePool with stride 0, without an error)."""
     try:
-        return ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(onnx_file, session_options(ort), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own exception types differ between its versions
         raise UserError(f"onnxruntime {ort.__version__} cannot load the model paddle2onnx {version} made: "
                         f"{_runtime_reason(e)}; nothing was written") from e

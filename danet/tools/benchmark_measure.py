@@ -149,7 +149,7 @@ def measure_inference(args, onednn):
 def measure_onnx(args):
     """Images/s of the model exported to ONNX (danet-export --format onnx) and run by onnxruntime on the CPU, on
     eval_whole's image and threads; the export is checked against the model and not timed."""
-    from danet.deploy.onnx import export_onnx, require_onnx
+    from danet.deploy.onnx import export_onnx, require_onnx, session_options
     from danet.inference import predict
 
     model, _ = _model(args)
@@ -159,9 +159,8 @@ def measure_onnx(args):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "danet.onnx")
         export_onnx(model, path, dynamic_check=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads  # 0: onnxruntime uses every core, as our --threads 0
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        # 0 threads: onnxruntime uses every core, as our --threads 0
+        session = ort.InferenceSession(path, session_options(ort, args.threads), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
 
         def one():

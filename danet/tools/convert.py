@@ -13,6 +13,7 @@ tensor matches and the converted model's logits equal the source's (<= 1e-5).
 import argparse
 import sys
 
+import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
 from danet import convert, options, weights
 from danet.cli import explicit_flags, resolve_config
 from danet.engine.common import arch

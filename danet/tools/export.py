@@ -22,6 +22,7 @@ Any checkpoint format ``python -m danet.eval`` reads works here.
 """
 import os
 
+import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
 from danet import options
 from danet.cli import model_from_args, tool_main
 from danet.runtime import setup_device, setup_logging

@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
 from danet import build_model, checkpoint, weights
 from danet.data.presets import BUILTIN, CITYSCAPES_CLASSES, get_preset
 from danet.engine.common import arch

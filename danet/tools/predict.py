@@ -19,6 +19,7 @@ normalisation, classes, colours, window, scales and flip (the flags given here o
 import logging
 import os
 
+import danet.quiet  # noqa: F401  (Paddle's C++ log level: before Paddle loads)
 from danet import options
 from danet.cli import model_from_args, tool_main
 from danet.deploy import predict_images
