@@ -19,8 +19,10 @@ _LIBPNG = re.compile(r"^libpng (error|warning): ")  # OpenCV < 4.11 lets libpng 
 
 
 def env():
-    """This checkout first on the path; one math thread, the test machine is shared."""
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    """This checkout first on the path; one math thread, the test machine is shared. Paddle's C++ log level is
+    left to the entry points, as in a user's shell (``danet.quiet``, imported in this process, sets it)."""
+    environ = {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+    return dict(environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
 
 
 def run_entry(entry, args, timeout=180, cwd=ROOT):

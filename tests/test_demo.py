@@ -34,6 +34,8 @@ def test_demo_trains_converts_evaluates_and_draws(tmp_path):
         metrics = json.load(f)
     assert re.search(r"^road\s+[0-9.]+", text, re.M)
     assert f"mIoU on the synthetic val split: {metrics['miou']:.4f}" in done.stdout
+    # Paddle's C++ INFO and WARNING lines ("New Executor is Running", PIR notices) are not shown to a user.
+    assert not re.search(r"^[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] ", text, re.M), text
     # Input | colour mask | overlay, side by side, for each val image.
     pictures = sorted((out / "pictures" / "side_by_side").rglob("*.png"))
     assert len(pictures) == 2
