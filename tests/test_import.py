@@ -184,13 +184,14 @@ def test_dataset_names_the_classes_of_an_imported_file_and_must_match_its_count(
 
 @pytest.mark.partners
 @pytest.mark.heavy
-def test_an_imported_output_stride_16_model_exports_for_paddle_inference(tmp_path):
-    """oneDNN's fused convolutions put this model's logits about 1.2e-5 of the largest off: within the export's
-    tolerance (1e-4 and the same clear classes), where a 1e-5 bound refused it."""
+@pytest.mark.parametrize("name", ["mmseg", "ssseg_d16"])
+def test_an_imported_torch_model_exports_for_paddle_inference(name, tmp_path):
+    """oneDNN's fused convolutions put these models' logits about 1.2e-5 of the largest off: within the export's
+    tolerance (1e-4 and the same clear classes), where a 1e-5 bound refused them."""
     from danet.tools.export import main as export_main
 
-    src, _ = partner("ssseg_d16")
+    src, _ = partner(name)
     out = str(tmp_path / "imported")
-    import_checkpoint(src, out, output_stride=16)
+    import_checkpoint(src, out, **OPTIONS.get(name, {}))
     report = export_main(["--save_model", out, "--output", str(tmp_path / "export" / "danet")])
     assert all(os.path.isfile(f) for f in report["files"])  # written only when every check passed

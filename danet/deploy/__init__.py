@@ -21,8 +21,8 @@ from danet.inference import MULTI_SCALES, dygraph_predict_fn, predict_label
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Of the largest logit, with the same class wherever the model's top two are further apart (as ONNX_TOLERANCE):
-# Paddle Inference folds BatchNorm into the convolutions and sums in other orders; an imported ResNet-50 D16
-# model was measured 1.2e-5 off, random small models 1e-7..1e-6.
+# Paddle Inference folds BatchNorm into the convolutions and sums in other orders; imported ResNet-50 models
+# of mmseg and sssegmentation were measured 1.2e-5 off, random small models 1e-7..1e-6.
 EXPORT_TOLERANCE = 1e-4
 
 
