@@ -75,7 +75,9 @@ def save_checkpoint(save_dir, name, write_files, state, pointers=("latest",)):
     with the size of every file, checked when the checkpoint is read.
     """
     final = os.path.join(save_dir, name)
-    tmp = os.path.join(save_dir, f".tmp-{name}")
+    tmp, old = os.path.join(save_dir, f".tmp-{name}"), os.path.join(save_dir, f".old-{name}")
+    if os.path.isdir(old) and not os.path.exists(final):  # an earlier re-save of it stopped between its renames
+        os.replace(old, final)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     write_files(tmp)
@@ -84,7 +86,6 @@ def save_checkpoint(save_dir, name, write_files, state, pointers=("latest",)):
         json.dump(state, f, indent=1)
     _fsync_tree(tmp)
     if os.path.exists(final):  # re-saving the same epoch (a resumed run): move the old one aside first
-        old = os.path.join(save_dir, f".old-{name}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)

@@ -105,3 +105,16 @@ def test_a_completed_resave_replaces_the_checkpoint_and_leaves_nothing_behind(tm
     assert _names(tmp_path) == ["epoch_0001", "latest"]
     with open(tmp_path / "epoch_0001" / "model.pdparams", "rb") as f:
         assert f.read() == b"second"
+
+
+def test_saving_again_after_a_crash_between_the_renames_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Where nothing runs clean_partial first (danet-import --replace into a plain folder)."""
+    _save(tmp_path, "epoch_0001", b"first")
+    _crash_after(monkeypatch, "replace", 1)
+    with pytest.raises(Killed):
+        _save(tmp_path, "epoch_0001", b"second")
+    monkeypatch.undo()
+    _save(tmp_path, "epoch_0001", b"third")
+    assert _names(tmp_path) == ["epoch_0001", "latest"]
+    with open(tmp_path / "epoch_0001" / "model.pdparams", "rb") as f:
+        assert f.read() == b"third"
