@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 @dataclass
@@ -163,22 +164,50 @@ def stale(src, dst):
     return not os.path.isfile(dst) or os.path.getmtime(dst) < os.path.getmtime(src)
 
 
-def convert_then_list(root, plan, force, workers, progress, convert, desc, what=""):
-    """The end of a preparation: convert the labels of ``plan`` (when nothing is missing), then write the lists.
+def is_jpeg(path):
+    """The file starts like a JPEG (an empty or foreign file is caught before any conversion)."""
+    with open(path, "rb") as f:
+        return f.read(3) == _JPEG_SIGNATURE
 
-    ``plan`` is ``(pairs per split, jobs, problems, summary)``; every problem (missing files first, then
-    unreadable labels) ends in one UserError and no list is written. Returns the summary.
-    """
-    pairs, jobs, problems, summary = plan
-    if not problems:
-        logger.info("%s%d images in %s; %d labels to convert", what, summary.images, root, len(jobs))
-        problems = run_jobs(jobs, workers, progress, convert=convert, desc=desc)
-        summary.labels_written = len(jobs) - len(problems)
-    if problems:
-        fail(problems, root)
-    for split, split_pairs in pairs.items():
-        write_lists(root, split, split_pairs, force, summary)
-    return summary
+
+class LabelPlan:
+    """A preparation that converts one label file per JPEG image: the (image, label) pairs of each split, the
+    conversions to run and every problem found, then :meth:`run` (Pascal Context, COCO-Stuff)."""
+
+    def __init__(self, root, force):
+        self.root, self.force = root, force
+        self.summary, self.pairs, self.jobs, self.problems = PrepareSummary(), {}, [], []
+
+    def add(self, split, image_rel, source_rel, label_rel, extra, missing):
+        """One sample: the image must be a JPEG; the label ``label_rel`` is made from ``source_rel`` by the job
+        ``(source, image, label, *extra)`` unless it is newer; ``missing`` is the problem when the source is not
+        there."""
+        image, source, label = (os.path.join(self.root, p) for p in (image_rel, source_rel, label_rel))
+        self.summary.images += 1
+        if not os.path.isfile(image) or not is_jpeg(image):
+            self.problems.append(f"{image_rel} is missing or not a JPEG file")
+        if not os.path.isfile(source):
+            self.problems.append(missing)
+        elif self.force or stale(source, label):
+            self.jobs.append((source, image, label, *extra))
+        else:
+            self.summary.labels_skipped += 1
+        self.pairs.setdefault(split, []).append((image_rel, label_rel))
+
+    def run(self, workers, progress, convert, desc, what=""):
+        """Convert the labels (when no file is missing), then write the lists; every problem (missing files first,
+        then unreadable labels) ends in one UserError and no list is written. Returns the summary."""
+        problems = self.problems
+        if not problems:
+            logger.info("%s%d images in %s; %d labels to convert", what, self.summary.images, self.root,
+                        len(self.jobs))
+            problems = run_jobs(self.jobs, workers, progress, convert=convert, desc=desc)
+            self.summary.labels_written = len(self.jobs) - len(problems)
+        if problems:
+            fail(problems, self.root)
+        for split, pairs in self.pairs.items():
+            write_lists(self.root, split, pairs, self.force, self.summary)
+        return self.summary
 
 
 def prepare_cityscapes(root, workers=1, force=False, progress=True):

@@ -21,7 +21,7 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.prepare import PrepareSummary, fail, run_jobs, write_lists
+from danet.data.prepare import PrepareSummary, fail, is_jpeg, run_jobs, write_lists
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 FOLDER = "ADEChallengeData2016"
 SPLITS = {"train": ("training", "ADE_train"), "val": ("validation", "ADE_val")}
 NUM_RAW = 151  # raw values 0 ("other") .. 150
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 CLASSES = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
@@ -96,11 +95,6 @@ def check_label(path):
     return None
 
 
-def _is_jpeg(path):
-    with open(path, "rb") as f:
-        return f.read(3) == _JPEG_SIGNATURE
-
-
 def _scan_split(root, split, problems):
     """[(image_rel, label_rel)] of one split, sorted; missing or damaged files go to ``problems``."""
     sub, _ = SPLITS[split]
@@ -111,7 +105,7 @@ def _scan_split(root, split, problems):
     pairs = []
     for name in names:
         image_rel, label_rel = f"{image_dir}/{name}", f"{FOLDER}/annotations/{sub}/{os.path.splitext(name)[0]}.png"
-        if not _is_jpeg(os.path.join(root, image_rel)):
+        if not is_jpeg(os.path.join(root, image_rel)):
             problems.append(f"{image_rel} is not a JPEG file (empty or damaged)")
         if not os.path.isfile(os.path.join(root, label_rel)):
             problems.append(f"{image_rel} has no annotation {label_rel}")

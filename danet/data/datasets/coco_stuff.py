@@ -32,8 +32,8 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.datasets.pascal_context import is_jpeg, need_scipy, write_label
-from danet.data.prepare import PrepareSummary, convert_then_list, stale
+from danet.data.datasets.pascal_context import need_scipy, write_label
+from danet.data.prepare import LabelPlan
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -167,24 +167,16 @@ def detect_variant(root):
                     "(images/{train2017,val2017}/, annotations/{train2017,val2017}/*.png); see dataset/README.md")
 
 
-def _scan(root, variant, force, summary):
-    plan, problems = (_plan_10k if variant == "10k" else _plan_164k)(root)
-    pairs, jobs = {}, []
-    for split, samples in plan.items():
-        pairs[split] = []
-        for image_rel, raw_rel, label_rel in samples:
-            image, raw, dst = (os.path.join(root, p) for p in (image_rel, raw_rel, label_rel))
-            summary.images += 1
-            if not os.path.isfile(image) or not is_jpeg(image):
-                problems.append(f"{image_rel} is missing or not a JPEG file")
-            if not os.path.isfile(raw):
-                problems.append(f"{raw_rel} is missing (the label of {image_rel})")
-            elif force or stale(raw, dst):
-                jobs.append((raw, image, dst, variant))
-            else:
-                summary.labels_skipped += 1
-            pairs[split].append((image_rel, label_rel))
-    return pairs, jobs, problems
+def _scan(root, variant, force):
+    samples, problems = (_plan_10k if variant == "10k" else _plan_164k)(root)
+    plan = LabelPlan(root, force)
+    plan.problems += problems
+    for split, split_samples in samples.items():
+        plan.pairs[split] = []
+        for image_rel, raw_rel, label_rel in split_samples:
+            missing = f"{raw_rel} is missing (the label of {image_rel})"
+            plan.add(split, image_rel, raw_rel, label_rel, (variant,), missing)
+    return plan
 
 
 def prepare(root, workers=1, force=False, progress=True):
@@ -196,10 +188,8 @@ def prepare(root, workers=1, force=False, progress=True):
     variant = detect_variant(root)
     if variant == "10k":
         need_scipy()
-    summary = PrepareSummary()
-    plan = (*_scan(root, variant, force, summary), summary)
-    return convert_then_list(root, plan, force, workers, progress, convert_label, f"COCO-Stuff {variant} -> 171",
-                             f"COCO-Stuff {variant}: ")
+    return _scan(root, variant, force).run(workers, progress, convert_label, f"COCO-Stuff {variant} -> 171",
+                                           f"COCO-Stuff {variant}: ")
 
 
 def _scene(rng, height, width):

@@ -36,7 +36,7 @@ import os
 import cv2
 import numpy as np
 
-from danet.data.prepare import PrepareSummary, convert_then_list, one_line, stale
+from danet.data.prepare import LabelPlan, one_line
 from danet.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,6 @@ LABELS_459 = (
 VOC = "VOCdevkit/VOC2010"
 SPLITS = ("train", "val")
 OUT_DIR = "labels_59"
-_JPEG = b"\xff\xd8\xff"
 
 
 def _key(name):
@@ -214,37 +213,22 @@ def _find(root, name):
     return next((rel for rel in (name, f"{VOC}/{name}") if os.path.exists(os.path.join(root, rel))), None)
 
 
-def is_jpeg(path):
-    """The file starts like a JPEG (an empty or foreign file is caught before any conversion)."""
-    with open(path, "rb") as f:
-        return f.read(3) == _JPEG
-
-
-def _scan(root, mat_dir, lut, force, summary):
-    """Plans the conversion. Returns ({split: [(image_rel, label_rel)]}, jobs, problems)."""
-    pairs, jobs, problems = {}, [], []
+def _scan(root, mat_dir, lut, force):
+    """Plans the conversion: a :class:`~danet.data.prepare.LabelPlan` of the listed images."""
+    plan = LabelPlan(root, force)
     for split in SPLITS:
         list_rel = f"{VOC}/ImageSets/Main/{split}.txt"
         if not os.path.isfile(os.path.join(root, list_rel)):
-            problems.append(f"{list_rel} is missing (from VOCtrainval_03-May-2010.tar)")
+            plan.problems.append(f"{list_rel} is missing (from VOCtrainval_03-May-2010.tar)")
             continue
         with open(os.path.join(root, list_rel), encoding="utf-8-sig") as f:
             ids = sorted({line.split()[0] for line in f if line.strip()})
-        pairs[split] = []
+        plan.pairs[split] = []
         for image_id in ids:
-            image_rel, label_rel = f"{VOC}/JPEGImages/{image_id}.jpg", f"{OUT_DIR}/{image_id}.png"
-            image, mat, dst = (os.path.join(root, p) for p in (image_rel, f"{mat_dir}/{image_id}.mat", label_rel))
-            summary.images += 1
-            if not os.path.isfile(image) or not is_jpeg(image):
-                problems.append(f"{image_rel} is missing or not a JPEG file")
-            if not os.path.isfile(mat):
-                problems.append(f"{mat_dir}/{image_id}.mat is missing ({list_rel} lists {image_id})")
-            elif force or stale(mat, dst):
-                jobs.append((mat, image, dst, lut))
-            else:
-                summary.labels_skipped += 1
-            pairs[split].append((image_rel, label_rel))
-    return pairs, jobs, problems
+            mat_rel = f"{mat_dir}/{image_id}.mat"
+            plan.add(split, f"{VOC}/JPEGImages/{image_id}.jpg", mat_rel, f"{OUT_DIR}/{image_id}.png", (lut,),
+                     f"{mat_rel} is missing ({list_rel} lists {image_id})")
+    return plan
 
 
 def prepare(root, workers=1, force=False, progress=True):
@@ -262,9 +246,7 @@ def prepare(root, workers=1, force=False, progress=True):
     if missing:
         raise UserError(one_line(missing, root))
     lut = build_lut(os.path.join(root, found["labels.txt"]), os.path.join(root, found["59_labels.txt"]))
-    summary = PrepareSummary()
-    plan = (*_scan(root, found["trainval"], lut, force, summary), summary)
-    return convert_then_list(root, plan, force, workers, progress, convert_mat, "LabelMap -> 59 classes")
+    return _scan(root, found["trainval"], lut, force).run(workers, progress, convert_mat, "LabelMap -> 59 classes")
 
 
 def _scene(rng, height, width):
